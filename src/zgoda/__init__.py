@@ -1,0 +1,3 @@
+"""Zgoda: consent-first, white-box marketing automation."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from zgoda.cli import app
+
+app()

@@ -1,0 +1,146 @@
+"""Tenancy that fails closed.
+
+Each request, task or command binds a :class:`Scope` (workspace and actor) to its
+session once. Every ORM query that touches a tenant model is then filtered to that
+workspace; a tenant query with no workspace bound raises :class:`TenancyError`
+instead of returning every client's rows. Platform-level code (verification, the
+platform admin) opts out explicitly with :func:`unscoped`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import ForeignKey, event
+from sqlalchemy.orm import (
+    Mapped,
+    ORMExecuteState,
+    Session,
+    UOWTransaction,
+    declared_attr,
+    mapped_column,
+    with_loader_criteria,
+)
+
+from zgoda.core.errors import TenancyError
+
+
+class TenantMixin:
+    """Marks a model as tenant data: it belongs to exactly one workspace."""
+
+    @declared_attr
+    def workspace_id(cls) -> Mapped[int]:  # noqa: N805 - SQLAlchemy declared_attr takes the class
+        return mapped_column(ForeignKey("workspaces.id", ondelete="RESTRICT"), index=True)
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who is acting: a user, an API token, the CLI or the system itself."""
+
+    label: str
+    via: str  # "ui", "api", "cli", "system", "public"
+    user_id: int | None = None
+    role: str | None = None
+    ip: str | None = None
+
+    @classmethod
+    def system(cls, label: str = "system") -> Actor:
+        return cls(label=label, via="system")
+
+
+@dataclass(frozen=True)
+class Scope:
+    workspace_id: int | None
+    actor: Actor
+
+
+def bind_scope(session: Session, *, workspace_id: int | None, actor: Actor) -> None:
+    """Set the workspace and actor for everything this session does from now on."""
+    session.info["scope"] = Scope(workspace_id=workspace_id, actor=actor)
+
+
+def current_scope(session: Session) -> Scope:
+    scope = session.info.get("scope")
+    if scope is None:
+        raise TenancyError("no scope bound to this session: call bind_scope() first")
+    assert isinstance(scope, Scope)
+    return scope
+
+
+def current_workspace_id(session: Session) -> int:
+    """The bound workspace; raises when the session works outside any workspace."""
+    workspace_id = current_scope(session).workspace_id
+    if workspace_id is None:
+        raise TenancyError("this session has no workspace bound")
+    return workspace_id
+
+
+def current_actor(session: Session) -> Actor:
+    return current_scope(session).actor
+
+
+@contextmanager
+def unscoped(session: Session) -> Iterator[Session]:
+    """Let platform code read across workspaces for the duration of the block."""
+    previous = session.info.get("unscoped", False)
+    session.info["unscoped"] = True
+    try:
+        yield session
+    finally:
+        session.info["unscoped"] = previous
+
+
+def _scoped_workspace(session: Session) -> int | None:
+    if session.info.get("unscoped"):
+        return None
+    scope = session.info.get("scope")
+    workspace_id = scope.workspace_id if isinstance(scope, Scope) else None
+    if workspace_id is None:
+        raise TenancyError("tenant data queried with no workspace in scope")
+    return workspace_id
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _filter_tenant_queries(state: ORMExecuteState) -> None:
+    if not (state.is_select or state.is_update or state.is_delete):
+        return
+    if state.is_column_load or state.is_relationship_load:
+        return
+    if not any(issubclass(mapper.class_, TenantMixin) for mapper in state.all_mappers):
+        return
+    workspace_id = _scoped_workspace(state.session)
+    if workspace_id is None:
+        return
+    state.statement = state.statement.options(
+        with_loader_criteria(
+            TenantMixin,
+            lambda cls: cls.workspace_id == workspace_id,
+            include_aliases=True,
+        )
+    )
+
+
+@event.listens_for(Session, "before_flush")
+def _stamp_new_tenant_rows(session: Session, _flush: UOWTransaction, _instances: Any) -> None:
+    for obj in session.new:
+        if not isinstance(obj, TenantMixin):
+            continue
+        if session.info.get("unscoped"):
+            if obj.workspace_id is None:
+                raise TenancyError(f"{type(obj).__name__} created without a workspace")
+            continue
+        workspace_id = _scoped_workspace(session)
+        if obj.workspace_id is None:
+            obj.workspace_id = workspace_id
+        elif obj.workspace_id != workspace_id:
+            raise TenancyError(f"{type(obj).__name__} written into another workspace")
+    for obj in session.dirty:
+        if (
+            isinstance(obj, TenantMixin)
+            and not session.info.get("unscoped")
+            and obj.workspace_id != _scoped_workspace(session)
+        ):
+            raise TenancyError(f"{type(obj).__name__} of another workspace modified")

@@ -1,0 +1,7 @@
+"""Imports every domain's models so the metadata (and Alembic) sees all tables."""
+
+from zgoda.accounts import models as accounts_models
+from zgoda.audit import models as audit_models
+from zgoda.core.db import Base
+
+__all__ = ["Base", "accounts_models", "audit_models"]

@@ -1,0 +1,45 @@
+"""The one FastAPI application: the JSON API under /api/v1 and the HTML pages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from zgoda import __version__
+from zgoda.core.db import Database
+from zgoda.core.settings import Settings, get_settings
+from zgoda.web import problems
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+
+def create_app(settings: Settings | None = None, database: Database | None = None) -> FastAPI:
+    """Build the application; tests pass their own settings and database."""
+    from zgoda.accounts import api as accounts_api
+    from zgoda.accounts import views as accounts_views
+    from zgoda.audit import api as audit_api
+    from zgoda.audit import views as audit_views
+    from zgoda.web import health
+
+    settings = settings or get_settings()
+    app = FastAPI(
+        title="Zgoda",
+        version=__version__,
+        description="Consent-first, white-box marketing automation. Authenticate with "
+        "`Authorization: Bearer zgk_...` (a workspace API token).",
+        openapi_url="/api/v1/openapi.json",
+        docs_url="/api/v1/docs",
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.database = database or Database.from_url(settings.resolved_database_url)
+    problems.install(app)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.include_router(health.router)
+    for router in (accounts_api.router, audit_api.router):
+        app.include_router(router, prefix="/api/v1")
+    for router in (accounts_views.router, audit_views.router):
+        app.include_router(router)
+    return app

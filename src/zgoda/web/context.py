@@ -1,0 +1,200 @@
+"""Who is asking, in which workspace, with which role: resolved once per request."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session
+
+from zgoda.accounts import service as accounts
+from zgoda.accounts.models import ApiToken, Membership, User, Workspace
+from zgoda.accounts.roles import Role, role_allows
+from zgoda.core.crypto import constant_time_equal, keyed_hash
+from zgoda.core.errors import AuthenticationRequired, CsrfFailed, NotFound, PermissionDenied
+from zgoda.core.settings import Settings
+from zgoda.core.tenancy import Actor, bind_scope
+
+SESSION_COOKIE = "zgoda_session"
+PRE_SESSION_COOKIE = "zgoda_pre"
+CSRF_HEADER = "x-csrf-token"
+CSRF_FIELD = "csrf_token"
+WORKSPACE_HEADER = "x-zgoda-workspace"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+USER_PERMISSION = "user"  # signed in, no workspace needed
+
+
+class SessionExpired(AuthenticationRequired):
+    """The browser's sign-in ran out; the page asks to sign in again."""
+
+
+def get_settings_dep(request: Request) -> Settings:
+    settings = request.app.state.settings
+    assert isinstance(settings, Settings)
+    return settings
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    """A session for this request: committed when the handler succeeds, rolled back otherwise."""
+    session: Session = request.app.state.database.factory()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def client_ip(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+def csrf_token_for(settings: Settings, session_token: str, *, pre_login: bool = False) -> str:
+    """The CSRF token bound to a sign-in (or a pre-sign-in cookie): an HMAC, nothing stored."""
+    return keyed_hash(settings.resolved_secret_key(), "csrf-pre" if pre_login else "csrf", session_token)
+
+
+async def submitted_csrf(request: Request) -> str:
+    header = request.headers.get(CSRF_HEADER)
+    if header:
+        return header
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+        form = await request.form()
+        value = form.get(CSRF_FIELD)
+        return value if isinstance(value, str) else ""
+    return ""
+
+
+async def check_csrf(request: Request, expected: str) -> None:
+    if not constant_time_equal(await submitted_csrf(request), expected):
+        raise CsrfFailed("This form has expired or lacks its security token. Reload the page and try again.")
+
+
+@dataclass
+class RequestContext:
+    """Everything a handler needs to know about the caller; the session is scoped to the workspace."""
+
+    session: Session
+    settings: Settings
+    actor: Actor
+    user: User | None = None
+    token: ApiToken | None = None
+    workspace: Workspace | None = None
+    role: Role | None = None
+    csrf_token: str | None = None
+    memberships: list[Membership] = field(default_factory=list)
+
+    @property
+    def workspace_required(self) -> Workspace:
+        if self.workspace is None:
+            raise NotFound("Name a workspace for this request.", field="workspace")
+        return self.workspace
+
+    def can(self, permission: str) -> bool:
+        return self.role is not None and role_allows(self.role, permission)
+
+
+def _workspace_slug(request: Request) -> str | None:
+    slug = request.path_params.get("slug")
+    if slug is None:
+        slug = request.headers.get(WORKSPACE_HEADER)
+    return str(slug) if slug else None
+
+
+async def _resolve(request: Request, session: Session, settings: Settings, permission: str) -> RequestContext:
+    ip = client_ip(request)
+    authorization = request.headers.get("authorization", "")
+    if authorization.lower().startswith("bearer "):
+        token = accounts.resolve_api_token(session, authorization[7:].strip())
+        if token is None:
+            raise AuthenticationRequired("The API token is unknown or revoked.")
+        workspace = session.get(Workspace, token.workspace_id)
+        assert workspace is not None
+        slug = _workspace_slug(request)
+        if slug is not None and slug != workspace.slug:
+            raise NotFound(f"There is no workspace '{slug}'.", field="workspace")
+        actor = Actor(label=f"token:{token.name}", via="api", role=token.role, ip=ip)
+        context = RequestContext(
+            session=session, settings=settings, actor=actor, token=token, workspace=workspace, role=Role(token.role)
+        )
+    else:
+        context = await _resolve_browser(request, session, settings, ip)
+    if permission != USER_PERMISSION:
+        if context.role is None:
+            raise NotFound("Name a workspace for this request.", field="workspace")
+        if not role_allows(context.role, permission):
+            raise PermissionDenied(f"Your role ({context.role}) does not allow this ({permission}).")
+    bind_scope(session, workspace_id=context.workspace.id if context.workspace else None, actor=context.actor)
+    return context
+
+
+async def _resolve_browser(request: Request, session: Session, settings: Settings, ip: str | None) -> RequestContext:
+    cookie = request.cookies.get(SESSION_COOKIE)
+    login = accounts.resolve_login_session(session, cookie) if cookie else None
+    if login is None:
+        if cookie and accounts.login_session_expired(session, cookie):
+            raise SessionExpired("Your session has expired. Sign in again.")
+        raise AuthenticationRequired("Sign in to continue.")
+    assert cookie is not None
+    user = login.user
+    csrf = csrf_token_for(settings, cookie)
+    if request.method not in SAFE_METHODS:
+        await check_csrf(request, csrf)
+    memberships = list(accounts.memberships_of(session, user))
+    context = RequestContext(
+        session=session,
+        settings=settings,
+        user=user,
+        csrf_token=csrf,
+        memberships=memberships,
+        actor=Actor(label=user.email, via="ui", user_id=user.id, ip=ip),
+    )
+    slug = _workspace_slug(request)
+    if slug is not None:
+        membership = next((m for m in memberships if m.workspace.slug == slug), None)
+        if membership is None:
+            raise NotFound(f"There is no workspace '{slug}', or you are not a member of it.", field="workspace")
+        context.workspace = membership.workspace
+        context.role = Role(membership.role)
+        context.actor = Actor(label=user.email, via="ui", user_id=user.id, role=membership.role, ip=ip)
+    return context
+
+
+Dependency = Callable[..., Coroutine[Any, Any, RequestContext]]
+
+
+def require(permission: str) -> Any:
+    """A route dependency: the caller must hold ``permission`` in the request's workspace.
+
+    The permission is kept on the dependency so the access test can walk every route.
+    """
+
+    async def dependency(
+        request: Request,
+        session: Session = Depends(get_session),
+        settings: Settings = Depends(get_settings_dep),
+    ) -> RequestContext:
+        return await _resolve(request, session, settings, permission)
+
+    dependency.zgoda_permission = permission  # type: ignore[attr-defined]
+    return Depends(dependency)
+
+
+def require_user() -> Any:
+    """A route dependency: any signed-in user or API token, no workspace needed."""
+    return require(USER_PERMISSION)
+
+
+def public(reason: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Mark a route as open to anyone, with the reason (checked by the access test)."""
+
+    def mark(endpoint: Callable[..., Any]) -> Callable[..., Any]:
+        endpoint.zgoda_public = reason  # type: ignore[attr-defined]
+        return endpoint
+
+    return mark
