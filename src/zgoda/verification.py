@@ -44,5 +44,5 @@ def _from_report(report: ChainReport, slugs: dict[int, str]) -> CheckResult:
 
 def verify_everything(session: Session, *, audit_only: bool = False) -> list[CheckResult]:
     """Audit chains (per workspace and the platform's); later releases add the consent ledger."""
-    slugs = dict(session.execute(select(Workspace.id, Workspace.slug)).tuples().all())
+    slugs = {row.id: row.slug for row in session.execute(select(Workspace.id, Workspace.slug))}
     return [_from_report(report, slugs) for report in audit.verify_all(session)]

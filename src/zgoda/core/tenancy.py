@@ -14,7 +14,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ForeignKey, event
+from sqlalchemy import ForeignKey, Table, event
+from sqlalchemy.sql import visitors
 from sqlalchemy.orm import (
     Mapped,
     ORMExecuteState,
@@ -103,13 +104,37 @@ def _scoped_workspace(session: Session) -> int | None:
     return workspace_id
 
 
+def tenant_table_names() -> frozenset[str]:
+    """Names of every table whose model is tenant data (computed once mappers are configured)."""
+    global _TENANT_TABLES
+    if _TENANT_TABLES is None:
+        from zgoda.core.db import Base
+
+        _TENANT_TABLES = frozenset(
+            mapper.local_table.name  # type: ignore[union-attr]
+            for mapper in Base.registry.mappers
+            if issubclass(mapper.class_, TenantMixin)
+        )
+    return _TENANT_TABLES
+
+
+_TENANT_TABLES: frozenset[str] | None = None
+
+
+def _touches_tenant_tables(state: ORMExecuteState) -> bool:
+    if any(issubclass(mapper.class_, TenantMixin) for mapper in state.all_mappers):
+        return True
+    names = tenant_table_names()
+    return any(isinstance(node, Table) and node.name in names for node in visitors.iterate(state.statement))
+
+
 @event.listens_for(Session, "do_orm_execute")
 def _filter_tenant_queries(state: ORMExecuteState) -> None:
     if not (state.is_select or state.is_update or state.is_delete):
         return
     if state.is_column_load or state.is_relationship_load:
         return
-    if not any(issubclass(mapper.class_, TenantMixin) for mapper in state.all_mappers):
+    if not _touches_tenant_tables(state):
         return
     workspace_id = _scoped_workspace(state.session)
     if workspace_id is None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 
 from zgoda import __version__
@@ -37,9 +39,18 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.state.database = database or Database.from_url(settings.resolved_database_url)
     problems.install(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    app.include_router(health.router)
-    for router in (accounts_api.router, audit_api.router):
-        app.include_router(router, prefix="/api/v1")
-    for router in (accounts_views.router, audit_views.router):
-        app.include_router(router)
+    mounted: list[tuple[str, APIRouter]] = [("", health.router)]
+    mounted += [("/api/v1", router) for router in (accounts_api.router, audit_api.router)]
+    mounted += [("", router) for router in (accounts_views.router, audit_views.router)]
+    for prefix, router in mounted:
+        app.include_router(router, prefix=prefix)
+    app.state.mounted_routers = mounted
     return app
+
+
+def iter_routes(app: FastAPI) -> Iterator[tuple[str, APIRoute]]:
+    """Every API and page route with its full path (the access test walks these)."""
+    for prefix, router in app.state.mounted_routers:
+        for route in router.routes:
+            if isinstance(route, APIRoute):
+                yield prefix + route.path, route

@@ -17,8 +17,8 @@ router = APIRouter()
 def health(request: Request) -> JSONResponse:
     """``200`` with ``database: ok`` when the database answers, ``503`` otherwise."""
     try:
-        with request.app.state.database.engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
+        with request.app.state.database.transaction() as session:
+            session.execute(text("SELECT 1"))
         database = "ok"
     except Exception:  # noqa: BLE001 - any failure means "not healthy"
         database = "unreachable"

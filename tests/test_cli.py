@@ -1,0 +1,88 @@
+"""The command line against a real, committed database."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from typer.testing import CliRunner
+
+from zgoda.cli import app
+from zgoda.core.chain import drop_append_only_ddl
+from zgoda.core.db import make_engine
+from zgoda.core.settings import get_settings
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def cli_env(fresh_database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    monkeypatch.setenv("ZGODA_DATABASE_URL", fresh_database_url)
+    monkeypatch.setenv("ZGODA_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("ZGODA_SECRET_KEY", "cli-test-secret-0123456789abcdef0123456789")
+    get_settings.cache_clear()
+    yield fresh_database_url
+    get_settings.cache_clear()
+
+
+def invoke(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, list(args), env={"ZGODA_NEW_PASSWORD": "a-long-password-1"})
+    return result.exit_code, result.output
+
+
+def test_users_workspaces_members_tokens_and_verify(cli_env: str) -> None:
+    assert invoke("user", "create", "--email", "ola@agency.example.com", "--name", "Ola")[0] == 0
+    code, output = invoke("workspace", "create", "--slug", "sklep", "--name", "Sklep sp. z o.o.",
+                          "--owner", "ola@agency.example.com")
+    assert code == 0, output
+    assert invoke("user", "create", "--email", "op@agency.example.com")[0] == 0
+    assert invoke("member", "add", "--workspace", "sklep", "--email", "op@agency.example.com", "--role", "operator")[0] == 0
+    code, output = invoke("token", "create", "--workspace", "sklep", "--name", "shop", "--json")
+    assert code == 0, output
+    issued = json.loads(output)
+    assert issued["token"].startswith("zgk_") and issued["role"] == "operator"
+
+    code, output = invoke("verify", "--json")
+    assert code == 0, output
+    report = json.loads(output)
+    assert report["ok"]
+    sklep = next(c for c in report["chains"] if c["scope"] == "sklep")
+    assert sklep["entries"] == 3  # owner added, operator added, token created
+
+
+def test_verify_fails_and_names_the_tampered_entry(cli_env: str) -> None:
+    invoke("user", "create", "--email", "ola@agency.example.com")
+    invoke("workspace", "create", "--slug", "sklep", "--name", "Sklep", "--owner", "ola@agency.example.com")
+    invoke("token", "create", "--workspace", "sklep", "--name", "one")
+    invoke("token", "create", "--workspace", "sklep", "--name", "two")
+    engine = make_engine(cli_env)
+    with engine.begin() as connection:
+        for statement in drop_append_only_ddl("audit_entries", connection.dialect.name):
+            connection.execute(text(statement))
+        connection.execute(text("UPDATE audit_entries SET actor = 'nobody' WHERE seq = 2"))
+    engine.dispose()
+    code, output = invoke("verify", "--audit")
+    assert code == 1
+    assert "sklep" in output and "entry #2 was altered" in output
+
+
+def test_errors_are_clear_and_exit_non_zero(cli_env: str) -> None:
+    code, output = invoke("token", "create", "--workspace", "nope", "--name", "x")
+    assert code == 1 and "There is no workspace 'nope'" in output
+    code, output = invoke("user", "create", "--email", "not-an-email")
+    assert code == 1 and "Not a valid email address" in output
+
+
+def test_demo_is_idempotent(cli_env: str) -> None:
+    code, first = invoke("demo")
+    assert code == 0, first
+    assert "owner@demo.zgoda.example" in first and "Demo API token" in first
+    code, second = invoke("demo")
+    assert code == 0 and "Demo API token" not in second
+    code, output = invoke("verify", "--json")
+    chains = {c["scope"]: c for c in json.loads(output)["chains"]}
+    assert chains["demo"]["entries"] == 5  # four members and one token, once
+    assert chains["demo-catering"]["entries"] == 1
