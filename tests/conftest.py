@@ -65,8 +65,7 @@ def session(db: Database) -> Iterator[Session]:
 
 @pytest.fixture
 def settings(tmp_path: Path, database_url: str) -> Settings:
-    return Settings(data_dir=tmp_path, database_url=database_url, secret_key=TEST_SECRET,
-                    base_url="http://testserver")  # type: ignore[arg-type]
+    return Settings(data_dir=tmp_path, database_url=database_url, secret_key=TEST_SECRET, base_url="http://testserver")  # type: ignore[arg-type]
 
 
 @pytest.fixture

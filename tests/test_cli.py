@@ -35,11 +35,15 @@ def invoke(*args: str) -> tuple[int, str]:
 
 def test_users_workspaces_members_tokens_and_verify(cli_env: str) -> None:
     assert invoke("user", "create", "--email", "ola@agency.example.com", "--name", "Ola")[0] == 0
-    code, output = invoke("workspace", "create", "--slug", "sklep", "--name", "Sklep sp. z o.o.",
-                          "--owner", "ola@agency.example.com")
+    code, output = invoke(
+        "workspace", "create", "--slug", "sklep", "--name", "Sklep sp. z o.o.", "--owner", "ola@agency.example.com"
+    )
     assert code == 0, output
     assert invoke("user", "create", "--email", "op@agency.example.com")[0] == 0
-    assert invoke("member", "add", "--workspace", "sklep", "--email", "op@agency.example.com", "--role", "operator")[0] == 0
+    assert (
+        invoke("member", "add", "--workspace", "sklep", "--email", "op@agency.example.com", "--role", "operator")[0]
+        == 0
+    )
     code, output = invoke("token", "create", "--workspace", "sklep", "--name", "shop", "--json")
     assert code == 0, output
     issued = json.loads(output)

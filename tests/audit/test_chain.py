@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from sqlalchemy import select, text, update
 from sqlalchemy.exc import DBAPIError
@@ -11,7 +13,7 @@ from tests.support.factories import as_system, make_workspace
 from zgoda.accounts.models import Workspace
 from zgoda.audit import service as audit
 from zgoda.audit.models import AuditEntry
-from zgoda.core.chain import GENESIS_HASH, drop_append_only_ddl, entry_hash, chain_payload
+from zgoda.core.chain import GENESIS_HASH, chain_payload, drop_append_only_ddl, entry_hash
 
 
 def _workspace_with_entries(session: Session, count: int = 5) -> Workspace:
@@ -39,10 +41,12 @@ def test_entries_are_numbered_and_linked(session: Session) -> None:
     # workspace.create went to the platform chain; these are the five test steps
     assert [e.seq for e in entries] == [1, 2, 3, 4, 5]
     assert entries[0].prev_hash == GENESIS_HASH
-    for before, after in zip(entries, entries[1:], strict=False):
+    for before, after in itertools.pairwise(entries):
         assert after.prev_hash == before.hash
-    recomputed = entry_hash(entries[2].prev_hash, chain_payload(AuditEntry, {c: getattr(entries[2], c) for c in
-                                                                               (*AuditEntry.chain_fields, "seq")}))
+    recomputed = entry_hash(
+        entries[2].prev_hash,
+        chain_payload(AuditEntry, {c: getattr(entries[2], c) for c in (*AuditEntry.chain_fields, "seq")}),
+    )
     assert recomputed == entries[2].hash
     report = audit.verify_workspace(session, workspace_id=workspace.id)
     assert report.ok and report.entries == 5 and report.head_hash == entries[-1].hash
@@ -90,8 +94,10 @@ def test_verify_names_a_deleted_and_renumbered_entry(session: Session) -> None:
     _drop_triggers(session)
     session.execute(text("DELETE FROM audit_entries WHERE workspace_id = :w AND seq = 2"), {"w": workspace.id})
     for seq in (3, 4, 5):
-        session.execute(text("UPDATE audit_entries SET seq = :n WHERE workspace_id = :w AND seq = :s"),
-                        {"n": seq - 1, "w": workspace.id, "s": seq})
+        session.execute(
+            text("UPDATE audit_entries SET seq = :n WHERE workspace_id = :w AND seq = :s"),
+            {"n": seq - 1, "w": workspace.id, "s": seq},
+        )
     report = audit.verify_workspace(session, workspace_id=workspace.id)
     assert report.problem is not None and report.problem.seq == 2
     assert "does not follow" in report.problem.reason
@@ -112,8 +118,9 @@ def test_a_broken_chain_does_not_hide_other_workspaces(session: Session) -> None
     broken = _workspace_with_entries(session)
     intact = _workspace_with_entries(session)
     _drop_triggers(session)
-    session.execute(text("UPDATE audit_entries SET actor = 'someone else' WHERE workspace_id = :w AND seq = 1"),
-                    {"w": broken.id})
+    session.execute(
+        text("UPDATE audit_entries SET actor = 'someone else' WHERE workspace_id = :w AND seq = 1"), {"w": broken.id}
+    )
     reports = {r.chain_key: r for r in audit.verify_all(session)}
     assert not reports[broken.id].ok and reports[broken.id].problem.seq == 1  # type: ignore[union-attr]
     assert reports[intact.id].ok and reports[intact.id].entries == 5

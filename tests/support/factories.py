@@ -24,15 +24,21 @@ def as_system(session: Session, workspace: Workspace | None = None) -> Session:
 def make_workspace(session: Session, *, slug: str | None = None, name: str | None = None) -> Workspace:
     number = next(_counter)
     as_system(session)
-    return accounts.create_workspace(session, slug=slug or f"ws-{number}-{id(session) % 10000}",
-                                     name=name or f"Workspace {number}")
+    return accounts.create_workspace(
+        session, slug=slug or f"ws-{number}-{id(session) % 10000}", name=name or f"Workspace {number}"
+    )
 
 
 def make_user(session: Session, *, email: str | None = None, password: str = PASSWORD, admin: bool = False) -> User:
     number = next(_counter)
     as_system(session)
-    return accounts.create_user(session, email=email or f"user{number}-{id(session) % 10000}@staff.example.com",
-                                password=password, name=f"User {number}", is_platform_admin=admin)
+    return accounts.create_user(
+        session,
+        email=email or f"user{number}-{id(session) % 10000}@staff.example.com",
+        password=password,
+        name=f"User {number}",
+        is_platform_admin=admin,
+    )
 
 
 def make_member(session: Session, workspace: Workspace, role: Role | str, *, email: str | None = None) -> User:

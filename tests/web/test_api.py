@@ -27,7 +27,9 @@ def _audit_count(session: Session, workspace: Workspace) -> int:
 def test_malformed_json_is_a_problem_that_writes_nothing(client: TestClient, session: Session) -> None:
     workspace, headers = _owner_token(session)
     before = _audit_count(session, workspace)
-    response = client.post("/api/v1/tokens", content=b'{"name": "x",', headers={**headers, "Content-Type": "application/json"})
+    response = client.post(
+        "/api/v1/tokens", content=b'{"name": "x",', headers={**headers, "Content-Type": "application/json"}
+    )
     assert response.status_code == 422
     assert response.headers["content-type"] == "application/problem+json"
     assert "Malformed JSON" in response.json()["detail"]
@@ -65,7 +67,7 @@ def test_token_round_trip(client: TestClient, session: Session) -> None:
 
 
 def test_members_api_and_audit_trail(client: TestClient, session: Session) -> None:
-    workspace, headers = _owner_token(session)
+    _, headers = _owner_token(session)
     other = make_member(session, make_workspace(session), Role.VIEWER)
     session.commit()
     added = client.post("/api/v1/members", json={"email": other.email, "role": "dpo"}, headers=headers)

@@ -42,7 +42,9 @@ def test_sign_in_lands_on_the_workspace_and_sign_out_ends_the_session(client: Te
 def test_wrong_password_is_refused_without_a_session(client: TestClient, session: Session) -> None:
     email, _ = _owner(session)
     form = client.get("/login")
-    response = client.post("/login", data={"email": email, "password": "wrong-password!", "csrf_token": csrf_from(form.text)})
+    response = client.post(
+        "/login", data={"email": email, "password": "wrong-password!", "csrf_token": csrf_from(form.text)}
+    )
     assert response.status_code == 401
     assert "Wrong email or password" in response.text
     assert "zgoda_session" not in client.cookies
@@ -51,7 +53,9 @@ def test_wrong_password_is_refused_without_a_session(client: TestClient, session
 
 def test_unknown_user_gets_the_same_answer_as_a_wrong_password(client: TestClient) -> None:
     form = client.get("/login")
-    response = client.post("/login", data={"email": "nobody@example.com", "password": "whatever-123", "csrf_token": csrf_from(form.text)})
+    response = client.post(
+        "/login", data={"email": "nobody@example.com", "password": "whatever-123", "csrf_token": csrf_from(form.text)}
+    )
     assert response.status_code == 401
     assert "Wrong email or password" in response.text
 
@@ -71,7 +75,10 @@ def test_sign_in_is_rate_limited_per_address(client: TestClient, session: Sessio
     email, _ = _owner(session)
     csrf = csrf_from(client.get("/login").text)
     for _ in range(5):
-        assert client.post("/login", data={"email": email, "password": "nope-nope-1", "csrf_token": csrf}).status_code == 401
+        assert (
+            client.post("/login", data={"email": email, "password": "nope-nope-1", "csrf_token": csrf}).status_code
+            == 401
+        )
     response = client.post("/login", data={"email": email, "password": PASSWORD, "csrf_token": csrf})
     assert response.status_code == 429
     assert "Too many failed sign-ins" in response.text

@@ -116,11 +116,14 @@ class Caller:
 
     def browser(self, user: User) -> dict[str, str]:
         as_system(self.session)
-        started = accounts.start_login_session(self.session, user=user, lifetime=timedelta(hours=1),
-                                               ip=None, user_agent="route-walker")
+        started = accounts.start_login_session(
+            self.session, user=user, lifetime=timedelta(hours=1), ip=None, user_agent="route-walker"
+        )
         self.session.commit()
-        return {"Cookie": f"zgoda_session={started.token}",
-                "X-CSRF-Token": csrf_token_for(self.settings, started.token)}
+        return {
+            "Cookie": f"zgoda_session={started.token}",
+            "X-CSRF-Token": csrf_token_for(self.settings, started.token),
+        }
 
     @staticmethod
     def bearer(token: str) -> dict[str, str]:
@@ -162,8 +165,9 @@ def test_every_route_declares_who_may_call_it(app: FastAPI) -> None:
     routes = _routes(app)
     assert len(routes) >= 15, "the walker found suspiciously few routes"
     undeclared = [
-        f"{sorted(r.methods)} {r.path}" for r in routes if _permission_of(r.dependant) is None
-        and getattr(r.endpoint, "zgoda_public", None) is None
+        f"{sorted(r.methods)} {r.path}"
+        for r in routes
+        if _permission_of(r.dependant) is None and getattr(r.endpoint, "zgoda_public", None) is None
     ]
     assert not undeclared, f"routes without require(...) or public(...): {undeclared}"
     unknown = sorted(
@@ -172,8 +176,9 @@ def test_every_route_declares_who_may_call_it(app: FastAPI) -> None:
     assert not unknown, f"path parameters with no factory in ID_FACTORIES: {unknown}"
 
 
-def test_every_protected_route_refuses_anonymous_callers(app: FastAPI, caller: Caller, pair: TenantPair,
-                                                        session: Session) -> None:
+def test_every_protected_route_refuses_anonymous_callers(
+    app: FastAPI, caller: Caller, pair: TenantPair, session: Session
+) -> None:
     checked = 0
     for route in _routes(app):
         if _permission_of(route.dependant) is None:
@@ -222,7 +227,9 @@ def test_no_route_reaches_another_workspace(app: FastAPI, caller: Caller, pair: 
             continue
         params = PATH_PARAM.findall(route.path)
         for method, _ in _calls(route):
-            headers = caller.bearer(pair.tokens_a[Role.OWNER]) if _is_api(route) else caller.browser(pair.users_a[Role.OWNER])
+            headers = (
+                caller.bearer(pair.tokens_a[Role.OWNER]) if _is_api(route) else caller.browser(pair.users_a[Role.OWNER])
+            )
             where = f"{method} {route.path}"
             if "slug" in params:
                 response = caller.call(method, _fill(route, session, pair.b), headers)

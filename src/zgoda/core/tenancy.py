@@ -12,10 +12,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import ForeignKey, Table, event
-from sqlalchemy.sql import visitors
 from sqlalchemy.orm import (
     Mapped,
     ORMExecuteState,
@@ -25,6 +24,7 @@ from sqlalchemy.orm import (
     mapped_column,
     with_loader_criteria,
 )
+from sqlalchemy.sql import ClauseElement, visitors
 
 from zgoda.core.errors import TenancyError
 
@@ -111,9 +111,9 @@ def tenant_table_names() -> frozenset[str]:
         from zgoda.core.db import Base
 
         _TENANT_TABLES = frozenset(
-            mapper.local_table.name  # type: ignore[union-attr]
+            mapper.local_table.name
             for mapper in Base.registry.mappers
-            if issubclass(mapper.class_, TenantMixin)
+            if issubclass(mapper.class_, TenantMixin) and isinstance(mapper.local_table, Table)
         )
     return _TENANT_TABLES
 
@@ -125,7 +125,7 @@ def _touches_tenant_tables(state: ORMExecuteState) -> bool:
     if any(issubclass(mapper.class_, TenantMixin) for mapper in state.all_mappers):
         return True
     names = tenant_table_names()
-    return any(isinstance(node, Table) and node.name in names for node in visitors.iterate(state.statement))
+    return any(isinstance(node, Table) and node.name in names for node in visitors.iterate(cast(ClauseElement, state.statement)))
 
 
 @event.listens_for(Session, "do_orm_execute")
