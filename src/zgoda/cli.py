@@ -163,13 +163,14 @@ def token_create(
 @app.command()
 def verify(
     audit_only: Annotated[bool, typer.Option("--audit", help="Check only the audit chains.")] = False,
+    ledger_only: Annotated[bool, typer.Option("--ledger", help="Check only the consent ledger and state.")] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Check every hash chain; exit 1 and name the first entry that does not match."""
+    """Check every hash chain and the consent state; exit 1 and name the first entry that does not match."""
     from zgoda.verification import verify_everything
 
     with cli_session() as session:
-        results = verify_everything(session, audit_only=audit_only)
+        results = verify_everything(session, audit_only=audit_only, ledger_only=ledger_only)
     failed = [r for r in results if not r.ok]
     if as_json:
         typer.echo(json.dumps({"ok": not failed, "chains": [r.as_dict() for r in results]}, indent=2))

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from zgoda.accounts.models import Workspace
 from zgoda.audit import service as audit
+from zgoda.consent import verify as consent_verify
 from zgoda.core.chain import ChainReport
 
 
@@ -42,7 +43,19 @@ def _from_report(report: ChainReport, slugs: dict[int, str]) -> CheckResult:
     )
 
 
-def verify_everything(session: Session, *, audit_only: bool = False) -> list[CheckResult]:
-    """Audit chains (per workspace and the platform's); later releases add the consent ledger."""
+def verify_everything(session: Session, *, audit_only: bool = False, ledger_only: bool = False) -> list[CheckResult]:
+    """Audit chains (per workspace and the platform's), consent ledger chains, and consent state vs replay."""
     slugs = {row.id: row.slug for row in session.execute(select(Workspace.id, Workspace.slug))}
-    return [_from_report(report, slugs) for report in audit.verify_all(session)]
+    results: list[CheckResult] = []
+    if not ledger_only:
+        results += [_from_report(report, slugs) for report in audit.verify_all(session)]
+    if not audit_only:
+        results += [_from_report(report, slugs) for report in consent_verify.verify_ledger_chains(session)]
+        for workspace_id, (count, mismatch) in sorted(consent_verify.verify_states(session).items()):
+            problem = None
+            if mismatch is not None:
+                problem = (f"consent state of contact {mismatch.contact_id} for purpose {mismatch.purpose_id}: "
+                           f"table says {mismatch.stored}, the ledger replays to {mismatch.replayed}")  # fmt: skip
+            results.append(CheckResult(check="consent_state", scope=slugs.get(workspace_id, f"#{workspace_id}"),
+                                       entries=count, head="", ok=mismatch is None, problem=problem))  # fmt: skip
+    return results

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, joinedload
 from zgoda.accounts.models import ApiToken, LoginFailure, LoginSession, Membership, User, Workspace
 from zgoda.accounts.roles import Role
 from zgoda.audit import service as audit
+from zgoda.consent.purposes import install_defaults as install_default_purposes
 from zgoda.core.clock import utcnow
 from zgoda.core.crypto import burn_password_check, hash_password, new_token, sha256_hex, verify_password
 from zgoda.core.errors import AuthenticationFailed, Conflict, InvalidInput, NotFound, RateLimited
@@ -56,6 +57,7 @@ def create_workspace(session: Session, *, slug: str, name: str, owner: User | No
         summary={"after": {"slug": slug, "name": workspace.name}},
         platform=True,
     )
+    install_default_purposes(session, workspace_id=workspace.id)
     if owner is not None:
         add_member(session, workspace=workspace, user=owner, role=Role.OWNER)
     return workspace

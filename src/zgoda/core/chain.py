@@ -11,7 +11,7 @@ finds the first entry that was changed, removed or reordered.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
@@ -80,6 +80,24 @@ def chain_head(session: Session, model: type[ChainedEntry], chain_key: int | Non
     return (row[0], row[1]) if row else (0, GENESIS_HASH)
 
 
+def link_rows(
+    session: Session, model: type[ChainedEntry], rows: Sequence[MutableMapping[str, Any]], *, chain_key: int | None
+) -> None:
+    """Lock the chain, then give each row (a dict of column values) its ``seq``, ``prev_hash`` and ``hash``.
+
+    The caller inserts the rows in the same transaction (bulk inserts use this directly).
+    """
+    if not rows:
+        return
+    lock_chain(session, model, chain_key)
+    seq, previous = chain_head(session, model, chain_key)
+    for row in rows:
+        seq += 1
+        row["seq"] = seq
+        row["prev_hash"] = previous
+        row["hash"] = previous = entry_hash(previous, chain_payload(model, row))
+
+
 def append_entries(session: Session, entries: Sequence[ChainedEntry], *, chain_key: int | None) -> None:
     """Number, link and hash ``entries`` (all of one model) and add them to the session."""
     if not entries:
@@ -91,8 +109,7 @@ def append_entries(session: Session, entries: Sequence[ChainedEntry], *, chain_k
         seq += 1
         entry.seq = seq
         entry.prev_hash = previous
-        entry.hash = entry_hash(previous, chain_payload(model, _EntryValues(entry)))
-        previous = entry.hash
+        entry.hash = previous = entry_hash(previous, chain_payload(model, _EntryValues(entry)))
     session.add_all(entries)
     session.flush()
 

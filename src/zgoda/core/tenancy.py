@@ -125,7 +125,10 @@ def _touches_tenant_tables(state: ORMExecuteState) -> bool:
     if any(issubclass(mapper.class_, TenantMixin) for mapper in state.all_mappers):
         return True
     names = tenant_table_names()
-    return any(isinstance(node, Table) and node.name in names for node in visitors.iterate(cast(ClauseElement, state.statement)))
+    return any(
+        isinstance(node, Table) and node.name in names
+        for node in visitors.iterate(cast(ClauseElement, state.statement))
+    )
 
 
 @event.listens_for(Session, "do_orm_execute")

@@ -1,0 +1,106 @@
+"""Consent state as a pure fold over ledger events.
+
+The rules, in one place (the materialised table, ``verify`` and ``state_at`` all use them):
+
+- events apply in the order they *occurred*; at the same instant a withdrawal applies last,
+  so it wins; the ledger sequence breaks remaining ties;
+- a late-arriving event is slotted into its place in time: it never overrides a newer one;
+- ``grant``/``refresh``/``confirm`` give ``granted`` (a grant that awaits double opt-in gives
+  ``pending``, but never downgrades an existing ``granted``); a grant whose legal basis is
+  ``unknown`` (a contact imported without consent evidence) records ``none`` and never
+  downgrades anything;
+- ``withdraw`` gives ``withdrawn`` whatever came before;
+- ``expire`` turns ``granted``/``pending`` into ``expired``; a granted consent also reads as
+  ``expired`` once its purpose's validity period has passed (``expires_at``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+from zgoda.consent.models import ConsentStatus, EventType, LegalBasis
+
+
+@dataclass(frozen=True)
+class Fact:
+    """What the fold needs of one ledger event."""
+
+    event_id: int
+    seq: int
+    event_type: str
+    requires_confirmation: bool
+    legal_basis: str
+    occurred_at: datetime
+
+
+@dataclass(frozen=True)
+class StateValue:
+    status: str
+    legal_basis: str
+    event_id: int
+    decided_at: datetime
+    last_occurred_at: datetime
+    expires_at: datetime | None
+
+    def status_at(self, moment: datetime) -> str:
+        """The status as seen at ``moment`` (a granted consent past its validity reads as expired)."""
+        if self.status == ConsentStatus.GRANTED and self.expires_at is not None and moment >= self.expires_at:
+            return ConsentStatus.EXPIRED.value
+        return self.status
+
+
+def order_key(fact: Fact) -> tuple[datetime, int, int]:
+    return (fact.occurred_at, 1 if fact.event_type == EventType.WITHDRAW else 0, fact.seq)
+
+
+def apply(state: StateValue | None, fact: Fact, validity: timedelta | None) -> StateValue:
+    """The state after ``fact``, given the state before it."""
+    current = state.status if state else ConsentStatus.NONE.value
+
+    def decided(status: str, expires_at: datetime | None = None) -> StateValue:
+        return StateValue(
+            status=status,
+            legal_basis=fact.legal_basis,
+            event_id=fact.event_id,
+            decided_at=fact.occurred_at,
+            last_occurred_at=fact.occurred_at,
+            expires_at=expires_at,
+        )
+
+    def unchanged() -> StateValue:
+        assert state is not None
+        return replace(state, last_occurred_at=max(state.last_occurred_at, fact.occurred_at))
+
+    kind = fact.event_type
+    if kind == EventType.WITHDRAW:
+        return decided(ConsentStatus.WITHDRAWN.value)
+    if kind == EventType.EXPIRE:
+        if state is not None and current in (ConsentStatus.GRANTED, ConsentStatus.PENDING):
+            return decided(ConsentStatus.EXPIRED.value)
+        return unchanged() if state is not None else decided(ConsentStatus.NONE.value)
+    # grant, refresh, confirm
+    if fact.legal_basis == LegalBasis.UNKNOWN:
+        if state is None or current == ConsentStatus.NONE:
+            return decided(ConsentStatus.NONE.value)
+        return unchanged()
+    if kind == EventType.GRANT and fact.requires_confirmation:
+        if state is not None and state.status_at(fact.occurred_at) == ConsentStatus.GRANTED:
+            return unchanged()
+        return decided(ConsentStatus.PENDING.value)
+    return decided(ConsentStatus.GRANTED.value, fact.occurred_at + validity if validity else None)
+
+
+def replay(facts: Iterable[Fact], validity: timedelta | None) -> StateValue | None:
+    """The state after every fact, applied in time order."""
+    state: StateValue | None = None
+    for fact in sorted(facts, key=order_key):
+        state = apply(state, fact, validity)
+    return state
+
+
+def replay_until(facts: Iterable[Fact], validity: timedelta | None, moment: datetime) -> str:
+    """The status at ``moment``: only events that had occurred by then count."""
+    state = replay((f for f in facts if f.occurred_at <= moment), validity)
+    return state.status_at(moment) if state else ConsentStatus.NONE.value
