@@ -26,6 +26,19 @@ from zgoda.web.app import create_app
 TEST_SECRET = "test-secret-key-not-for-production-0123456789"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _cheap_password_hashing() -> Iterator[None]:
+    """Argon2 with minimal cost in tests: the suite creates hundreds of users. Production keeps the defaults."""
+    from argon2 import PasswordHasher
+
+    from zgoda.core import crypto
+
+    original = crypto._password_hasher
+    crypto._password_hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+    yield
+    crypto._password_hasher = original
+
+
 @pytest.fixture(scope="session")
 def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     url = main_test_database_url() or f"sqlite:///{tmp_path_factory.mktemp('db') / 'zgoda-test.db'}"

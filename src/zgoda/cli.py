@@ -7,6 +7,8 @@ import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from enum import StrEnum
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -194,14 +196,73 @@ def verify(
         raise typer.Exit(1)
 
 
+class ProofFormat(StrEnum):
+    JSON = "json"
+    KANTARA = "kantara"
+    HTML = "html"
+
+
+@app.command()
+def proof(
+    workspace: WorkspaceOption,
+    contact: Annotated[str, typer.Option("--contact", help="The contact's email address (or phone number).")],
+    output_format: Annotated[
+        ProofFormat,
+        typer.Option("--format", help="json: the proof bundle; kantara: consent receipts; html: a printable page."),
+    ] = ProofFormat.JSON,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file instead.")] = None,
+) -> None:
+    """The consent proof of one contact: every event, its notice and evidence, and the hashes to verify them."""
+    from zgoda.audit import service as audit
+    from zgoda.consent.proof import build_proof, kantara_receipts, proof_html
+    from zgoda.contacts.service import find_contact
+
+    settings = get_settings()
+    with cli_session(workspace=workspace) as session:
+        if "@" in contact:
+            found = find_contact(session, email=contact)
+        else:
+            found = find_contact(session, phone=contact, region=settings.default_phone_region)
+        if found is None:
+            raise fail(f"No contact {contact} in workspace '{workspace}'.")
+        if output_format is ProofFormat.KANTARA:
+            receipts = kantara_receipts(session, contact_id=found.id, settings=settings)
+            text = json.dumps(receipts, indent=2, ensure_ascii=False)
+        else:
+            bundle = build_proof(session, contact_id=found.id, settings=settings)
+            text = (
+                proof_html(bundle)
+                if output_format is ProofFormat.HTML
+                else json.dumps(bundle, indent=2, ensure_ascii=False)
+            )
+        audit.record(
+            session,
+            action="contact.proof",
+            object_type="contact",
+            object_id=found.id,
+            summary={"format": output_format.value, "to_file": output is not None},
+        )
+        contact_id = found.id
+    if output is None:
+        typer.echo(text)
+    else:
+        output.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
+        err_console.print(f"Wrote the {output_format.value} proof of contact {contact_id} to {output}.")
+
+
 @app.command()
 def demo() -> None:
     """Create the demo workspaces, users and data (idempotent)."""
-    from zgoda.demo import seed_demo
+    from zgoda.demo import seed_demo_database
 
-    with cli_session() as session:
-        info = seed_demo(session)
-    _print_demo(info, get_settings().base_url)
+    settings = get_settings()
+    _ensure_schema(settings)
+    database = Database.from_url(settings.resolved_database_url)
+    try:
+        info = seed_demo_database(database, storage_dir=settings.data_dir)
+    finally:
+        database.engine.dispose()
+    _print_demo(info, settings.base_url)
 
 
 def _print_demo(info: object, base_url: str) -> None:
@@ -233,15 +294,47 @@ def serve(
         settings.base_url = f"http://{host}:{port}"
     _ensure_schema(settings)
     if with_demo:
-        from zgoda.demo import seed_demo
+        from zgoda.demo import seed_demo_database
 
         database = Database.from_url(settings.resolved_database_url)
-        with database.transaction() as session:
-            info = seed_demo(session)
-        database.engine.dispose()
+        try:
+            info = seed_demo_database(database, storage_dir=settings.data_dir)
+        finally:
+            database.engine.dispose()
         _print_demo(info, settings.base_url)
+    application = create_app(settings)
+    if not settings.broker_url:
+        from zgoda.core.tasks import start_embedded_worker
+
+        start_embedded_worker()
+        console.print("Background tasks run in this process (set ZGODA_BROKER_URL to use `zgoda worker`).")
     console.print(f"Zgoda is listening on [bold]{settings.base_url}[/bold]  (Ctrl+C stops it)")
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    uvicorn.run(application, host=host, port=port, log_level="info")
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[int, typer.Option(help="Tasks run at once in this process.")] = 2,
+    loglevel: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING.")] = "INFO",
+) -> None:
+    """Run background tasks from ZGODA_BROKER_URL (RabbitMQ or Redis); start as many as you like."""
+    from zgoda.core.tasks import configure
+
+    settings = get_settings()
+    if not settings.broker_url:
+        raise fail("Set ZGODA_BROKER_URL (amqp://... or redis://...); without it `zgoda serve` runs tasks itself.")
+    _ensure_schema(settings)
+    celery = configure(settings)
+    celery.Worker(concurrency=concurrency, loglevel=loglevel, pool="prefork" if concurrency > 1 else "solo").start()
+
+
+def _register_domain_commands() -> None:
+    from zgoda.contacts.imports.cli import register as register_import
+
+    register_import(app)
+
+
+_register_domain_commands()
 
 
 if __name__ == "__main__":

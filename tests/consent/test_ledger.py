@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select
@@ -139,3 +139,18 @@ def test_states_verify_against_replay(session: Session) -> None:
     record(session, contact, "grant", purpose="sms_marketing", at=utcnow() - timedelta(days=1))
     count, problem = verify_states(session)[workspace.id]
     assert count == 2 and problem is None
+
+
+def test_validity_is_counted_in_exact_days_across_a_dst_change(session: Session) -> None:
+    """A grant dated in Warsaw winter time expires 730 × 24 h later, whatever the clock says then."""
+    from zoneinfo import ZoneInfo
+
+    workspace, contact = workspace_with_contact(session)
+    purpose = purposes.purpose_by_key(session, "email_marketing")
+    purposes.update_purpose(session, purpose_id=purpose.id, validity_days=730)
+    winter = datetime(2026, 10, 27, 12, 0, tzinfo=ZoneInfo("Europe/Warsaw"))  # CET; +730 days lands in CEST
+    record(session, contact, "grant", at=winter)
+    state = session.scalars(select(ConsentState)).one()
+    assert state.expires_at == winter.astimezone(UTC) + timedelta(days=730)
+    _, problem = verify_states(session)[workspace.id]
+    assert problem is None, problem

@@ -7,10 +7,14 @@ parameter it takes must have a factory below, or this test fails and says which.
 
 from __future__ import annotations
 
+import io
+import itertools
 import re
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,6 +29,9 @@ from zgoda.accounts import service as accounts
 from zgoda.accounts.models import ApiToken, Membership, User, Workspace
 from zgoda.accounts.roles import Role, role_allows
 from zgoda.audit import service as audit
+from zgoda.consent import purposes, sources
+from zgoda.consent.models import Source
+from zgoda.contacts import service as contacts
 from zgoda.core.settings import Settings
 from zgoda.web.app import iter_routes
 from zgoda.web.context import USER_PERMISSION, WORKSPACE_HEADER, csrf_token_for
@@ -54,12 +61,80 @@ def _audit_entry_id(session: Session, workspace: Workspace) -> int:
     return audit.record(session, action="test.factory", summary={"marker": _mark(workspace)}).id
 
 
+_numbers = itertools.count(1)
+# Evidence files live under the app's data folder; the fixture below points this at it.
+EVIDENCE_STORAGE: dict[str, Path] = {}
+
+
+def _source_id(session: Session, workspace: Workspace) -> int:
+    as_system(session, workspace)
+    return sources.create_source(session, name=f"Source {next(_numbers)} {_mark(workspace)}", kind="web_form").id
+
+
+def _evidence_id(session: Session, workspace: Workspace) -> int:
+    """Evidence of the newest source, so /sources/{source_id}/evidence/{evidence_id} pairs them up."""
+    as_system(session, workspace)
+    source_id = session.query(Source.id).order_by(Source.id.desc()).limit(1).scalar() or _source_id(session, workspace)
+    as_system(session, workspace)
+    return sources.add_evidence(
+        session,
+        source_id=source_id,
+        filename=f"form {_mark(workspace)}.txt",
+        content_type="text/plain",
+        data=f"evidence {next(_numbers)} {_mark(workspace)}".encode(),
+        storage_dir=EVIDENCE_STORAGE["dir"],
+    ).id
+
+
+def _purpose(session: Session, workspace: Workspace) -> tuple[int, str]:
+    as_system(session, workspace)
+    purpose = purposes.create_purpose(
+        session, key=f"factory_{next(_numbers)}", name=f"Purpose {_mark(workspace)}", channel="email"
+    )
+    return purpose.id, purpose.key
+
+
+def _notice_id(session: Session, workspace: Workspace) -> int:
+    purpose_id, _ = _purpose(session, workspace)
+    notice = purposes.create_notice(
+        session, purpose_id=purpose_id, language="pl", title=f"Notice {_mark(workspace)}", text="Zgadzam się."
+    )
+    return notice.id
+
+
+def _contact_id(session: Session, workspace: Workspace) -> int:
+    as_system(session, workspace)
+    data = contacts.ContactData(email=f"contact{next(_numbers)}@example.com", first_name=_mark(workspace))
+    return contacts.upsert_contact(session, data).contact.id
+
+
+def _job_id(session: Session, workspace: Workspace) -> int:
+    """A queued dry-run import of a one-row file, from a source whose name carries the mark."""
+    from zgoda.contacts.imports import service as imports
+
+    source_id = _source_id(session, workspace)
+    as_system(session, workspace)
+    staged = imports.stage_file(
+        io.BytesIO(f"email,imie\nx{next(_numbers)}@example.com,{_mark(workspace)}\n".encode()),
+        filename=f"{_mark(workspace)}.csv",
+        data_dir=Path(tempfile.mkdtemp()),
+    )
+    return imports.create_job(session, source_id=source_id, staged=staged, dry_run=True).job.id
+
+
 # One factory per path parameter name used anywhere in the app: it makes an object in
-# the given workspace and returns its id. A route with an unknown parameter fails below.
-ID_FACTORIES: dict[str, Callable[[Session, Workspace], int]] = {
+# the given workspace and returns its id (or key). A route with an unknown parameter fails below.
+ID_FACTORIES: dict[str, Callable[[Session, Workspace], int | str]] = {
     "member_id": _member_id,
     "token_id": _token_id,
     "entry_id": _audit_entry_id,
+    "source_id": _source_id,
+    "evidence_id": _evidence_id,
+    "purpose_id": lambda session, workspace: _purpose(session, workspace)[0],
+    "purpose_key": lambda session, workspace: _purpose(session, workspace)[1],
+    "notice_id": _notice_id,
+    "contact_id": _contact_id,
+    "job_id": _job_id,
 }
 
 
@@ -152,7 +227,8 @@ def _fill(route: Walked, session: Session, workspace: Workspace, slug: str | Non
 
 
 @pytest.fixture
-def pair(session: Session) -> TenantPair:
+def pair(session: Session, settings: Settings) -> TenantPair:
+    EVIDENCE_STORAGE["dir"] = settings.data_dir
     return make_tenant_pair(session)
 
 
@@ -213,6 +289,7 @@ def test_every_route_with_every_role(app: FastAPI, caller: Caller, pair: TenantP
                 where = f"{method} {route.path} as {role.value} ({permission})"
                 if allowed:
                     assert response.status_code not in {401, 403, 404}, f"{where}: refused {response.status_code}"
+                    assert response.status_code < 500, f"{where}: failed {response.status_code}"
                 else:
                     assert response.status_code == 403, f"{where}: expected 403, got {response.status_code}"
                 checked += 1

@@ -1,13 +1,23 @@
-"""JSON API: the workspace, its members and its API tokens."""
+"""JSON API: the workspace, its settings (the controller identity), its members and its API tokens."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
 from zgoda.accounts import service
-from zgoda.accounts.models import ApiToken, Membership
+from zgoda.accounts.models import ApiToken, Membership, Workspace
 from zgoda.accounts.roles import Role, permissions_of
-from zgoda.accounts.schemas import MemberCreate, MemberOut, TokenCreate, TokenIssued, TokenOut, WorkspaceOut
+from zgoda.accounts.schemas import (
+    ControllerOut,
+    MemberCreate,
+    MemberOut,
+    TokenCreate,
+    TokenIssued,
+    TokenOut,
+    WorkspaceOut,
+    WorkspaceSettingsOut,
+    WorkspaceSettingsUpdate,
+)
 from zgoda.core.errors import NotFound
 from zgoda.web.context import RequestContext, require
 
@@ -48,6 +58,35 @@ def get_workspace(ctx: RequestContext = require("workspace.read")) -> WorkspaceO
         your_role=ctx.role,
         permissions=permissions_of(ctx.role),
     )
+
+
+def settings_out(workspace: Workspace) -> WorkspaceSettingsOut:
+    """The workspace's controller identity and jurisdiction as the API shows them."""
+    controller = service.controller_of(workspace)
+    return WorkspaceSettingsOut(
+        controller=ControllerOut.model_validate(controller) if controller else None,
+        jurisdiction=service.jurisdiction_of(workspace),
+    )
+
+
+@router.get("/workspace/settings", response_model=WorkspaceSettingsOut)
+def get_workspace_settings(ctx: RequestContext = require("workspace.read")) -> WorkspaceSettingsOut:
+    """Who the data controller is (shown on consent receipts and email footers) and its jurisdiction."""
+    return settings_out(ctx.workspace_required)
+
+
+@router.patch("/workspace/settings", response_model=WorkspaceSettingsOut)
+def update_workspace_settings(
+    body: WorkspaceSettingsUpdate, ctx: RequestContext = require("workspace.settings")
+) -> WorkspaceSettingsOut:
+    """Set the controller identity (replaced as a whole) and/or the jurisdiction; the change is audited."""
+    workspace = service.update_workspace_settings(
+        ctx.session,
+        workspace=ctx.workspace_required,
+        controller=body.controller.model_dump() if body.controller else None,
+        jurisdiction=body.jurisdiction,
+    )
+    return settings_out(workspace)
 
 
 @router.get("/members", response_model=list[MemberOut])

@@ -14,14 +14,28 @@ class Role(StrEnum):
 
 _ALL = frozenset(Role)
 _EDITORS = frozenset({Role.OWNER, Role.OPERATOR})
+_OWNER = frozenset({Role.OWNER})
 
 PERMISSIONS: dict[str, frozenset[Role]] = {
     "workspace.read": _ALL,
     "audit.read": _ALL,
     "members.read": _ALL,
-    "members.manage": frozenset({Role.OWNER}),
-    "tokens.read": frozenset({Role.OWNER}),
-    "tokens.manage": frozenset({Role.OWNER}),
+    "members.manage": _OWNER,
+    "tokens.read": _OWNER,
+    "tokens.manage": _OWNER,
+    "workspace.settings": _OWNER,  # the controller's identity shown on receipts and footers
+    "contacts.read": _ALL,
+    "contacts.write": _EDITORS,
+    "consent.read": _ALL,
+    "consent.record": frozenset({Role.OWNER, Role.OPERATOR, Role.DPO}),
+    "sources.read": _ALL,
+    "sources.manage": _EDITORS,
+    "sources.attest": _OWNER,  # the data controller states how consent is collected
+    "purposes.read": _ALL,
+    "purposes.manage": frozenset({Role.OWNER, Role.OPERATOR, Role.DPO}),
+    "imports.read": _ALL,
+    "imports.run": _EDITORS,
+    "proof.read": _ALL,  # the consent proof bundle: what a regulator asks the controller for
 }
 
 
@@ -34,6 +48,3 @@ def role_allows(role: Role | str, permission: str) -> bool:
 
 def permissions_of(role: Role | str) -> list[str]:
     return sorted(name for name, roles in PERMISSIONS.items() if Role(role) in roles)
-
-
-_ = _EDITORS  # kept for the domains that add editing permissions

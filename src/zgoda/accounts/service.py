@@ -6,6 +6,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import delete, func, select
@@ -21,6 +22,13 @@ from zgoda.core.errors import AuthenticationFailed, Conflict, InvalidInput, NotF
 from zgoda.core.tenancy import current_workspace_id, unscoped
 
 SLUG_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+JURISDICTION_PATTERN = re.compile(r"^[A-Z]{2}$")
+DEFAULT_JURISDICTION = "PL"
+# Workspace.settings["controller"]: consent receipts and email footers read exactly these keys.
+CONTROLLER_KEYS = frozenset(
+    {"legal_name", "postal_address", "email", "phone", "website", "privacy_policy_url", "dpo_contact"}
+)
+POSTAL_ADDRESS_KEYS = frozenset({"street", "postal_code", "city", "country"})
 API_TOKEN_PREFIX = "zgk_"  # noqa: S105 - a public prefix, not a secret
 MIN_PASSWORD_LENGTH = 10
 
@@ -67,6 +75,59 @@ def get_workspace_by_slug(session: Session, slug: str) -> Workspace:
     workspace = session.scalar(select(Workspace).where(Workspace.slug == slug))
     if workspace is None:
         raise NotFound(f"There is no workspace '{slug}'.", field="workspace")
+    return workspace
+
+
+def controller_of(workspace: Workspace) -> dict[str, Any] | None:
+    """The data controller's identity stored for ``workspace``, or ``None`` until the owner gives it."""
+    controller = (workspace.settings or {}).get("controller")
+    return dict(controller) if isinstance(controller, dict) else None
+
+
+def jurisdiction_of(workspace: Workspace) -> str:
+    """The country whose law the controller follows (ISO 3166 alpha-2; Poland unless set)."""
+    value = (workspace.settings or {}).get("jurisdiction")
+    return value if isinstance(value, str) and value else DEFAULT_JURISDICTION
+
+
+def update_workspace_settings(
+    session: Session,
+    *,
+    workspace: Workspace,
+    controller: dict[str, Any] | None = None,
+    jurisdiction: str | None = None,
+) -> Workspace:
+    """Store the controller identity and/or jurisdiction (``None``: leave as is); audited with before/after."""
+    if controller is not None:
+        unknown = sorted(set(controller) - CONTROLLER_KEYS)
+        if unknown:
+            raise InvalidInput(f"Unknown controller field '{unknown[0]}'.", field=f"controller.{unknown[0]}")
+        if not str(controller.get("legal_name") or "").strip():
+            raise InvalidInput("The controller needs its legal name.", field="controller.legal_name")
+        address = controller.get("postal_address")
+        if not isinstance(address, dict) or set(address) != POSTAL_ADDRESS_KEYS:
+            raise InvalidInput(
+                "A postal address has street, postal_code, city and country.", field="controller.postal_address"
+            )
+    if jurisdiction is not None and not JURISDICTION_PATTERN.match(jurisdiction):
+        raise InvalidInput("A jurisdiction is a two-letter country code such as PL.", field="jurisdiction")
+    before = {"controller": controller_of(workspace), "jurisdiction": jurisdiction_of(workspace)}
+    after = {
+        "controller": dict(controller) if controller is not None else before["controller"],
+        "jurisdiction": jurisdiction if jurisdiction is not None else before["jurisdiction"],
+    }
+    if after == before:
+        return workspace
+    workspace.settings = {**(workspace.settings or {}), **after}  # a new dict: JSON columns track assignment
+    session.flush()
+    audit.record(
+        session,
+        workspace_id=workspace.id,
+        action="workspace.settings_update",
+        object_type="workspace",
+        object_id=workspace.id,
+        summary={"before": before, "after": after},
+    )
     return workspace
 
 

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from zgoda.accounts import service
 from zgoda.accounts.roles import Role
+from zgoda.accounts.schemas import WorkspaceSettingsUpdate
 from zgoda.audit import service as audit
 from zgoda.core.crypto import new_token
 from zgoda.core.errors import AuthenticationFailed, InvalidInput, RateLimited, ZgodaError
@@ -29,6 +31,7 @@ from zgoda.web.context import (
     require,
     require_user,
 )
+from zgoda.web.forms import blank_to_none, error_message
 from zgoda.web.templating import render
 
 router = APIRouter(include_in_schema=False)
@@ -264,3 +267,89 @@ def tokens_create(
 def tokens_revoke(slug: str, token_id: int, ctx: RequestContext = require("tokens.manage")) -> Response:
     service.revoke_api_token(ctx.session, token_id=token_id)
     return RedirectResponse(f"/w/{slug}/tokens", status_code=303)
+
+
+CONTROLLER_FORM_FIELDS = ("legal_name", "email", "phone", "website", "privacy_policy_url", "dpo_contact")
+ADDRESS_FORM_FIELDS = ("street", "postal_code", "city", "country")
+
+
+def _settings_values(workspace: Any) -> dict[str, str]:
+    """The stored controller identity as flat form values."""
+    controller = service.controller_of(workspace) or {}
+    address = controller.get("postal_address") or {}
+    values = {name: controller.get(name) or "" for name in CONTROLLER_FORM_FIELDS}
+    values.update({name: address.get(name) or "" for name in ADDRESS_FORM_FIELDS})
+    values["jurisdiction"] = service.jurisdiction_of(workspace)
+    return values
+
+
+@router.get("/w/{slug}/settings", response_class=HTMLResponse)
+def settings_page(request: Request, slug: str, ctx: RequestContext = require("workspace.read")) -> Response:
+    """The data controller's identity (owners edit it; everyone else reads it)."""
+    workspace = ctx.workspace_required
+    return render(
+        request,
+        "accounts/settings.html",
+        ctx,
+        values=_settings_values(workspace),
+        configured=service.controller_of(workspace) is not None,
+        saved=bool(request.query_params.get("saved")),
+    )
+
+
+@router.post("/w/{slug}/settings", response_class=HTMLResponse)
+def settings_save(
+    request: Request,
+    slug: str,
+    legal_name: Annotated[str, Form(max_length=300)] = "",
+    street: Annotated[str, Form(max_length=200)] = "",
+    postal_code: Annotated[str, Form(max_length=20)] = "",
+    city: Annotated[str, Form(max_length=100)] = "",
+    country: Annotated[str, Form(max_length=2)] = "",
+    email: Annotated[str, Form(max_length=320)] = "",
+    phone: Annotated[str, Form(max_length=40)] = "",
+    website: Annotated[str, Form(max_length=2000)] = "",
+    privacy_policy_url: Annotated[str, Form(max_length=2000)] = "",
+    dpo_contact: Annotated[str, Form(max_length=300)] = "",
+    jurisdiction: Annotated[str, Form(max_length=2)] = "",
+    ctx: RequestContext = require("workspace.settings"),
+) -> Response:
+    """Save the controller identity (owner only); errors re-render the form with what was typed."""
+    values = {
+        "legal_name": legal_name,
+        "street": street,
+        "postal_code": postal_code,
+        "city": city,
+        "country": country.upper(),
+        "email": email,
+        "phone": phone,
+        "website": website,
+        "privacy_policy_url": privacy_policy_url,
+        "dpo_contact": dpo_contact,
+        "jurisdiction": jurisdiction.upper(),
+    }
+    controller = {name: blank_to_none(values[name]) for name in CONTROLLER_FORM_FIELDS}
+    controller["postal_address"] = {name: values[name] for name in ADDRESS_FORM_FIELDS}  # type: ignore[assignment]
+    try:
+        body = WorkspaceSettingsUpdate.model_validate(
+            {"controller": controller, "jurisdiction": blank_to_none(values["jurisdiction"])}
+        )
+        service.update_workspace_settings(
+            ctx.session,
+            workspace=ctx.workspace_required,
+            controller=body.controller.model_dump() if body.controller else None,
+            jurisdiction=body.jurisdiction,
+        )
+    except (ValidationError, ZgodaError) as error:
+        ctx.session.rollback()
+        return render(
+            request,
+            "accounts/settings.html",
+            ctx,
+            status_code=422,
+            error=error_message(error),
+            values=values,
+            configured=service.controller_of(ctx.workspace_required) is not None,
+            saved=False,
+        )
+    return RedirectResponse(f"/w/{slug}/settings?saved=1", status_code=303)

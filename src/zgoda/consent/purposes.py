@@ -130,6 +130,14 @@ def purpose_by_key(session: Session, key: str, *, field: str = "purpose") -> Pur
     return purpose
 
 
+def get_purpose_by_key(session: Session, key: str, *, field: str = "purpose_key") -> Purpose:
+    """The purpose an address names by key (a path, not a body field): unknown is a 404."""
+    purpose = session.scalar(select(Purpose).where(Purpose.key == key))
+    if purpose is None:
+        raise NotFound(f"There is no purpose '{key}' in this workspace.", field=field)
+    return purpose
+
+
 def _check_language(language: str) -> str:
     language = language.strip()
     if not LANGUAGE_TAG.match(language):

@@ -163,6 +163,16 @@ def add_evidence(
     return evidence
 
 
+def evidence_file(storage_dir: Path, evidence: SourceEvidence) -> Path:
+    """The stored file of ``evidence``, checked against its recorded SHA-256 before anyone relies on it."""
+    path = evidence_path(storage_dir, evidence.sha256)
+    if not path.is_file():
+        raise NotFound("The evidence file is recorded but missing from storage.", field="evidence_id")
+    if sha256_hex(path.read_bytes()) != evidence.sha256:
+        raise Conflict("The stored evidence file no longer matches its recorded SHA-256.", field="evidence_id")
+    return path
+
+
 def get_evidence(session: Session, *, source_id: int, evidence_id: int) -> SourceEvidence:
     evidence = session.scalar(
         select(SourceEvidence).where(SourceEvidence.id == evidence_id, SourceEvidence.source_id == source_id)

@@ -3,7 +3,9 @@
 The rules, in one place (the materialised table, ``verify`` and ``state_at`` all use them):
 
 - events apply in the order they *occurred*; at the same instant a withdrawal applies last,
-  so it wins; the ledger sequence breaks remaining ties;
+  so it wins, and an expiry applies after any grant, confirmation or refresh (the outcome then
+  never depends on which of them the ledger received first); the ledger sequence breaks
+  remaining ties;
 - a late-arriving event is slotted into its place in time: it never overrides a newer one;
 - ``grant``/``refresh``/``confirm`` give ``granted`` (a grant that awaits double opt-in gives
   ``pending``, but never downgrades an existing ``granted``); a grant whose legal basis is
@@ -17,15 +19,14 @@ The rules, in one place (the materialised table, ``verify`` and ``state_at`` all
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 from zgoda.consent.models import ConsentStatus, EventType, LegalBasis
 
 
-@dataclass(frozen=True)
-class Fact:
-    """What the fold needs of one ledger event."""
+class Fact(NamedTuple):
+    """What the fold needs of one ledger event (a named tuple: the ledger makes thousands per batch)."""
 
     event_id: int
     seq: int
@@ -35,8 +36,9 @@ class Fact:
     occurred_at: datetime
 
 
-@dataclass(frozen=True)
-class StateValue:
+class StateValue(NamedTuple):
+    """A (contact, purpose) state: what the ``consent_states`` row holds."""
+
     status: str
     legal_basis: str
     event_id: int
@@ -51,8 +53,12 @@ class StateValue:
         return self.status
 
 
+_TIE_RANK = {EventType.WITHDRAW.value: 2, EventType.EXPIRE.value: 1}
+
+
 def order_key(fact: Fact) -> tuple[datetime, int, int]:
-    return (fact.occurred_at, 1 if fact.event_type == EventType.WITHDRAW else 0, fact.seq)
+    """Time order; at one instant grants, confirmations and refreshes, then expiries, then withdrawals."""
+    return (fact.occurred_at, _TIE_RANK.get(fact.event_type, 0), fact.seq)
 
 
 def apply(state: StateValue | None, fact: Fact, validity: timedelta | None) -> StateValue:
@@ -71,7 +77,7 @@ def apply(state: StateValue | None, fact: Fact, validity: timedelta | None) -> S
 
     def unchanged() -> StateValue:
         assert state is not None
-        return replace(state, last_occurred_at=max(state.last_occurred_at, fact.occurred_at))
+        return state._replace(last_occurred_at=max(state.last_occurred_at, fact.occurred_at))
 
     kind = fact.event_type
     if kind == EventType.WITHDRAW:
@@ -89,7 +95,8 @@ def apply(state: StateValue | None, fact: Fact, validity: timedelta | None) -> S
         if state is not None and state.status_at(fact.occurred_at) == ConsentStatus.GRANTED:
             return unchanged()
         return decided(ConsentStatus.PENDING.value)
-    return decided(ConsentStatus.GRANTED.value, fact.occurred_at + validity if validity else None)
+    # in UTC: adding days to a zoned time would shift the instant across a DST change
+    return decided(ConsentStatus.GRANTED.value, fact.occurred_at.astimezone(UTC) + validity if validity else None)
 
 
 def replay(facts: Iterable[Fact], validity: timedelta | None) -> StateValue | None:

@@ -2,23 +2,63 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from itertools import groupby
+from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection, Table, func, select
 from sqlalchemy.orm import Session
 
 from zgoda.consent.models import ConsentEvent, ConsentState, Purpose
 from zgoda.consent.state import Fact, replay
-from zgoda.core.chain import ChainReport, verify_chain
+from zgoda.contacts.models import Contact
+from zgoda.core.chain import GENESIS_HASH, ChainProblem, ChainReport, verify_chain
 from zgoda.core.tenancy import unscoped
 
 
 def verify_ledger_chains(session: Session) -> list[ChainReport]:
-    return verify_chain(session, ConsentEvent)
+    """Every workspace's ledger chain, and that each event still names the contact its hash was made for.
+
+    The hash covers ``contact_ref`` (a random reference, never personal data), not the ``contact_id``
+    the application joins on; an event moved to another contact is reported here as its first bad entry.
+    """
+    reports = verify_chain(session, ConsentEvent)
+    _check_contact_refs(session, reports)
+    return reports
+
+
+def _check_contact_refs(session: Session, reports: list[ChainReport]) -> None:
+    with unscoped(session):
+        first_bad = session.execute(
+            select(ConsentEvent.workspace_id, func.min(ConsentEvent.seq))
+            .join(Contact, Contact.id == ConsentEvent.contact_id)
+            .where(Contact.ref != ConsentEvent.contact_ref)
+            .group_by(ConsentEvent.workspace_id)
+        ).all()
+        by_workspace = {report.chain_key: report for report in reports}
+        for workspace_id, seq in first_bad:
+            report = by_workspace.get(workspace_id)
+            if report is None or (report.problem is not None and report.problem.seq <= seq):
+                continue
+            entry_id, contact_id = session.execute(
+                select(ConsentEvent.id, ConsentEvent.contact_id).where(
+                    ConsentEvent.workspace_id == workspace_id, ConsentEvent.seq == seq
+                )
+            ).one()
+            previous = session.scalar(
+                select(ConsentEvent.hash).where(ConsentEvent.workspace_id == workspace_id, ConsentEvent.seq == seq - 1)
+            )
+            report.entries = seq - 1
+            report.head_hash = previous or GENESIS_HASH
+            report.problem = ChainProblem(
+                seq=seq,
+                entry_id=entry_id,
+                reason=f"entry #{seq} names contact {contact_id}, whose reference is not the one its hash covers",
+            )
 
 
 @dataclass(frozen=True)
@@ -40,84 +80,68 @@ def _describe(value: Any) -> str:
 
 def verify_states(session: Session) -> dict[int, tuple[int, StateMismatch | None]]:
     """Per workspace: how many (contact, purpose) states were checked and the first that differs from a replay."""
-    results: dict[int, tuple[int, StateMismatch | None]] = {}
-    with unscoped(session):
-        validity = {
-            row.id: timedelta(days=row.validity_days) if row.validity_days else None
-            for row in session.execute(select(Purpose.id, Purpose.validity_days))
-        }
-        stored: dict[tuple[int, int], tuple[str, int, Any]] = {
-            (row.contact_id, row.purpose_id): (row.status, row.event_id, row.expires_at)
-            for row in session.execute(
-                select(
-                    ConsentState.contact_id,
-                    ConsentState.purpose_id,
-                    ConsentState.status,
-                    ConsentState.event_id,
-                    ConsentState.expires_at,
-                )
+    session.flush()
+    connection = session.connection()
+    purposes: Table = Purpose.__table__  # type: ignore[assignment]
+    states: Table = ConsentState.__table__  # type: ignore[assignment]
+    validity = {
+        row[0]: timedelta(days=row[1]) if row[1] else None
+        for row in connection.execute(select(purposes.c.id, purposes.c.validity_days))
+    }
+    stored: dict[tuple[int, int], tuple[int, tuple[str, int, Any]]] = {
+        (row[1], row[2]): (row[0], (row[3], row[4], row[5]))
+        for row in connection.execute(
+            select(
+                states.c.workspace_id,
+                states.c.contact_id,
+                states.c.purpose_id,
+                states.c.status,
+                states.c.event_id,
+                states.c.expires_at,
             )
-        }
-        seen: set[tuple[int, int]] = set()
-        for (workspace_id, contact_id, purpose_id), facts in _grouped_facts(session):
-            key = (contact_id, purpose_id)
-            seen.add(key)
-            value = replay(facts, validity.get(purpose_id))
-            replayed = (value.status, value.event_id, value.expires_at) if value else None
-            count, problem = results.get(workspace_id, (0, None))
-            if problem is None and stored.get(key) != replayed:
-                problem = StateMismatch(
-                    workspace_id, contact_id, purpose_id, _describe(stored.get(key)), _describe(replayed)
-                )
-            results[workspace_id] = (count + 1, problem)
-        orphans = set(stored) - seen
-        if orphans:
-            for row in session.execute(
-                select(ConsentState.workspace_id, ConsentState.contact_id, ConsentState.purpose_id)
-            ):
-                if (row.contact_id, row.purpose_id) in orphans:
-                    count, problem = results.get(row.workspace_id, (0, None))
-                    if problem is None:
-                        problem = StateMismatch(
-                            row.workspace_id,
-                            row.contact_id,
-                            row.purpose_id,
-                            _describe(stored[(row.contact_id, row.purpose_id)]),
-                            "no events",
-                        )
-                    results[row.workspace_id] = (count + 1, problem)
-    return results
+        )
+    }
+    counts: dict[int, int] = defaultdict(int)
+    problems: dict[int, StateMismatch] = {}
+    for (workspace_id, contact_id, purpose_id), facts in _grouped_facts(connection):
+        key = (contact_id, purpose_id)
+        found = stored.pop(key, None)
+        counts[workspace_id] += 1
+        if workspace_id in problems:
+            continue
+        value = replay(facts, validity.get(purpose_id))
+        replayed = (value.status, value.event_id, value.expires_at) if value else None
+        if found is None or found[1] != replayed:
+            problems[workspace_id] = StateMismatch(
+                workspace_id,
+                contact_id,
+                purpose_id,
+                _describe(found[1] if found else None),
+                _describe(replayed),
+            )
+    for (contact_id, purpose_id), (workspace_id, orphan) in sorted(stored.items()):  # states without events
+        counts[workspace_id] += 1
+        if workspace_id not in problems:
+            problems[workspace_id] = StateMismatch(workspace_id, contact_id, purpose_id, _describe(orphan), "no events")
+    return {workspace_id: (count, problems.get(workspace_id)) for workspace_id, count in counts.items()}
 
 
-def _grouped_facts(session: Session) -> Iterator[tuple[tuple[int, int, int], list[Fact]]]:
+def _grouped_facts(connection: Connection) -> Iterator[tuple[tuple[int, int, int], list[Fact]]]:
+    events: Table = ConsentEvent.__table__  # type: ignore[assignment]
     statement = (
         select(
-            ConsentEvent.workspace_id,
-            ConsentEvent.contact_id,
-            ConsentEvent.purpose_id,
-            ConsentEvent.id,
-            ConsentEvent.seq,
-            ConsentEvent.event_type,
-            ConsentEvent.requires_confirmation,
-            ConsentEvent.legal_basis,
-            ConsentEvent.occurred_at,
+            events.c.workspace_id,
+            events.c.contact_id,
+            events.c.purpose_id,
+            events.c.id,
+            events.c.seq,
+            events.c.event_type,
+            events.c.requires_confirmation,
+            events.c.legal_basis,
+            events.c.occurred_at,
         )
-        .order_by(ConsentEvent.workspace_id, ConsentEvent.contact_id, ConsentEvent.purpose_id)
+        .order_by(events.c.workspace_id, events.c.contact_id, events.c.purpose_id)
         .execution_options(yield_per=10_000)
     )
-    rows = session.execute(statement)
-    for key, group in groupby(rows, key=lambda r: (r[0], r[1], r[2])):
-        yield (
-            key,
-            [
-                Fact(
-                    event_id=r[3],
-                    seq=r[4],
-                    event_type=r[5],
-                    requires_confirmation=r[6],
-                    legal_basis=r[7],
-                    occurred_at=r[8],
-                )
-                for r in group
-            ],
-        )
+    for key, group in groupby(connection.execute(statement), key=itemgetter(0, 1, 2)):
+        yield key, [Fact(*row[3:]) for row in group]

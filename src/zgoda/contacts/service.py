@@ -19,6 +19,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from zgoda.audit import service as audit
+from zgoda.consent.models import ConsentState
 from zgoda.contacts.models import Contact, ContactIdentity
 from zgoda.core.clock import utcnow
 from zgoda.core.errors import Conflict, InvalidInput, NotFound
@@ -273,3 +274,12 @@ def search_contacts(
     total = session.scalar(select(func.count(Contact.id)).where(*conditions)) or 0
     rows = session.scalars(select(Contact).where(*conditions).order_by(Contact.id.desc()).limit(limit).offset(offset))
     return rows.all(), total
+
+
+def consent_states_for(session: Session, *, contact_ids: Sequence[int]) -> dict[int, list[ConsentState]]:
+    """The materialised consent states of several contacts in one query (for lists and badges)."""
+    states: dict[int, list[ConsentState]] = {contact_id: [] for contact_id in contact_ids}
+    if contact_ids:
+        for state in session.scalars(select(ConsentState).where(ConsentState.contact_id.in_(contact_ids))):
+            states[state.contact_id].append(state)
+    return states

@@ -12,6 +12,7 @@ from fastapi.staticfiles import StaticFiles
 from zgoda import __version__
 from zgoda.core.db import Database
 from zgoda.core.settings import Settings, get_settings
+from zgoda.core.tasks import configure as configure_tasks
 from zgoda.web import problems
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -23,6 +24,13 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     from zgoda.accounts import views as accounts_views
     from zgoda.audit import api as audit_api
     from zgoda.audit import views as audit_views
+    from zgoda.consent import api as consent_api
+    from zgoda.consent import views as consent_views
+    from zgoda.contacts import api as contacts_api
+    from zgoda.contacts import views as contacts_views
+    from zgoda.contacts.connectors import api as connectors_api
+    from zgoda.contacts.imports import api as imports_api
+    from zgoda.contacts.imports import views as imports_views
     from zgoda.web import health
 
     settings = settings or get_settings()
@@ -36,12 +44,28 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         redoc_url=None,
     )
     app.state.settings = settings
+    configure_tasks(settings)
     app.state.database = database or Database.from_url(settings.resolved_database_url)
     problems.install(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     mounted: list[tuple[str, APIRouter]] = [("", health.router)]
-    mounted += [("/api/v1", router) for router in (accounts_api.router, audit_api.router)]
-    mounted += [("", router) for router in (accounts_views.router, audit_views.router)]
+    api_routers = (
+        accounts_api.router,
+        audit_api.router,
+        consent_api.router,
+        contacts_api.router,
+        imports_api.router,
+        connectors_api.router,
+    )
+    page_routers = (
+        accounts_views.router,
+        audit_views.router,
+        consent_views.router,
+        contacts_views.router,
+        imports_views.router,
+    )
+    mounted += [("/api/v1", router) for router in api_routers]
+    mounted += [("", router) for router in page_routers]
     for prefix, router in mounted:
         app.include_router(router, prefix=prefix)
     app.state.mounted_routers = mounted

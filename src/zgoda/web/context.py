@@ -185,6 +185,25 @@ def require(permission: str) -> Any:
     return Depends(dependency)
 
 
+def require_existing(permission: str, **lookups: Callable[[Session, int], object]) -> Any:
+    """Like :func:`require`, and each named path id must be an object of the caller's workspace.
+
+    Checked before the request body is validated, so another workspace's id answers 404 whatever
+    the body holds. Each lookup raises ``NotFound`` (a service's ``get_...``).
+    """
+    guard = require(permission)
+
+    async def dependency(request: Request, ctx: RequestContext = guard) -> RequestContext:
+        for name, lookup in lookups.items():
+            raw = str(request.path_params.get(name, ""))
+            if not raw.isdigit():
+                raise NotFound("There is nothing at this address.", field=name)
+            lookup(ctx.session, int(raw))
+        return ctx
+
+    return Depends(dependency)
+
+
 def require_user() -> Any:
     """A route dependency: any signed-in user or API token, no workspace needed."""
     return require(USER_PERMISSION)

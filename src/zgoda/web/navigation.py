@@ -16,9 +16,10 @@ class Section:
 
 SECTIONS: list[Section] = [
     Section("dashboard", "Dashboard", "", "workspace.read"),
-    Section("contacts", "Contacts", "contacts", None),
-    Section("sources", "Sources", "sources", None),
-    Section("imports", "Imports", "imports", None),
+    Section("contacts", "Contacts", "contacts", "contacts.read"),
+    Section("sources", "Sources", "sources", "sources.read"),
+    Section("purposes", "Purposes & notices", "purposes", "purposes.read"),
+    Section("imports", "Imports", "imports", "imports.read"),
     Section("lists", "Lists", "lists", None),
     Section("campaigns", "Campaigns", "campaigns", None),
     Section("requests", "Requests", "requests", None),
@@ -26,6 +27,7 @@ SECTIONS: list[Section] = [
     Section("audit", "Audit log", "audit", "audit.read"),
     Section("members", "Members", "members", "members.read"),
     Section("tokens", "API tokens", "tokens", "tokens.read"),
+    Section("settings", "Settings", "settings", "workspace.read"),  # owners edit, everyone reads
 ]
 
 

@@ -7,13 +7,17 @@ own part here as it arrives.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from sqlalchemy.orm import Session
 
 from zgoda.accounts import service as accounts
 from zgoda.accounts.models import User, Workspace
 from zgoda.accounts.roles import Role
+from zgoda.core.db import Database
 from zgoda.core.tenancy import Actor, bind_scope
+from zgoda.demo.consent import seed_consent
+from zgoda.demo.imports import queue_shop_import, run_queued
 
 DEMO_PASSWORD = "zgoda-demo-2026"  # noqa: S105 - the documented demo login, demo data only
 DEMO_SLUG = "demo"
@@ -42,10 +46,11 @@ class DemoInfo:
     logins: list[tuple[str, str]]
     password: str
     new_api_token: str | None = None
+    pending_import: int | None = None
     created: list[str] = field(default_factory=list)
 
 
-def seed_demo(session: Session) -> DemoInfo:
+def seed_demo(session: Session, *, storage_dir: Path) -> DemoInfo:
     """Create (or complete) the demo workspaces, users and memberships."""
     bind_scope(session, workspace_id=None, actor=Actor.system("demo"))
     info = DemoInfo(
@@ -75,4 +80,15 @@ def seed_demo(session: Session) -> DemoInfo:
     if not accounts.list_api_tokens(session):
         issued = accounts.create_api_token(session, name="Sklep internetowy (demo)", role=Role.OPERATOR)
         info.new_api_token = issued.plaintext
+    if seed_consent(session, workspace=demo, storage_dir=storage_dir):
+        info.created.append("consent data")
+    info.pending_import = queue_shop_import(session, storage_dir=storage_dir)
+    return info
+
+
+def seed_demo_database(database: Database, *, storage_dir: Path) -> DemoInfo:
+    """Seed the demo in its own transactions, then run the demo's import job like a worker would."""
+    with database.transaction() as session:
+        info = seed_demo(session, storage_dir=storage_dir)
+    run_queued(database, info.pending_import)
     return info

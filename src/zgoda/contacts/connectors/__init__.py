@@ -1,0 +1,1 @@
+"""Connectors to the client's systems: signed form webhooks in, signed notifications out."""

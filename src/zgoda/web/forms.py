@@ -1,0 +1,57 @@
+"""Small helpers for HTML forms: blank fields, and error messages that name the field."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import ValidationError
+
+from zgoda.core.errors import InvalidInput, ZgodaError
+
+
+def blank_to_none(value: str | None) -> str | None:
+    """An empty form field means "not given"."""
+    return value if value and value.strip() else None
+
+
+def int_or_none(value: str | None, *, field: str) -> int | None:
+    """A whole number from a form field, or ``None`` when left blank."""
+    if not value or not value.strip():
+        return None
+    try:
+        return int(value)
+    except ValueError as error:
+        raise InvalidInput(f"{field} is a whole number.", field=field) from error
+
+
+def local_moment(value: str | None, *, time_zone: str, field: str) -> datetime | None:
+    """A ``datetime-local`` field read in the workspace's time zone (blank: ``None``)."""
+    if not value or not value.strip():
+        return None
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError as error:
+        raise InvalidInput(f"{field} is a date and time such as 2026-05-01T10:00.", field=field) from error
+    if moment.tzinfo is not None:
+        return moment
+    try:
+        return moment.replace(tzinfo=ZoneInfo(time_zone))
+    except ZoneInfoNotFoundError as error:
+        raise InvalidInput(f"Unknown time zone {time_zone}.", field=field) from error
+
+
+def _location(parts: tuple[int | str, ...]) -> str:
+    return ".".join(str(part) for part in parts) or "form"
+
+
+def error_message(error: ValidationError | ZgodaError) -> str:
+    """One line for the page, naming each field that was refused."""
+    if isinstance(error, ValidationError):
+        return "; ".join(
+            f"{_location(item['loc'])}: {'Unknown field.' if item['type'] == 'extra_forbidden' else item['msg']}"
+            for item in error.errors()
+        )
+    if error.field:
+        return f"{error.field}: {error.detail}"
+    return error.detail
