@@ -276,3 +276,41 @@ def test_cancel_stops_between_batches_and_keeps_whole_batches(
     assert job.status == "cancelled" and job.rows_done == 4  # rows 2-4: one whole batch
     as_system(session, session.get(Workspace, job.workspace_id))
     assert session.scalar(select(func.count(Contact.id))) == 3
+
+
+def test_a_failed_import_resumes_after_its_last_committed_batch(
+    session: Session, db: Database, source: Source, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    content = "email\n" + "".join(f"r{n}@example.com\n" for n in range(9))
+    staged = imports.stage_file(io.BytesIO(content.encode()), filename="r.csv", data_dir=tmp_path)
+    planned = imports.create_job(session, source_id=source.id, staged=staged)
+    session.commit()
+    original = imports._process_batch
+    calls = {"n": 0}
+
+    def crash_on_second_batch(*args: object, **kwargs: object) -> None:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("worker lost its database connection")
+        original(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(imports, "_process_batch", crash_on_second_batch)
+    with pytest.raises(RuntimeError):
+        imports.run_job(db, planned.job.id, batch_size=3)
+    as_system(session, session.get(Workspace, planned.job.workspace_id))
+    session.expire_all()
+    failed = imports.get_job(session, job_id=planned.job.id)
+    assert failed.status == "failed" and failed.rows_done == 4 and "connection" in (failed.error or "")
+    assert session.scalar(select(func.count(Contact.id))) == 3  # the first batch only, whole
+    monkeypatch.setattr(imports, "_process_batch", original)
+    resumed = imports.run_job(db, planned.job.id, batch_size=3)
+    assert resumed.status == "done" and resumed.counts["contacts_created"] == 9
+    as_system(session, session.get(Workspace, resumed.workspace_id))
+    assert session.scalar(select(func.count(Contact.id))) == 9
+
+
+def test_csv_exports_neutralise_formulas() -> None:
+    from zgoda.core.csvsafe import write_csv
+
+    text = write_csv(["row", "reason"], [[2, '=HYPERLINK("http://x")'], [3, "+48 601"], [4, "plain"], [5, "@SUM(A1)"]])
+    assert "'=HYPERLINK" in text and "'+48 601" in text and "'@SUM" in text and ",plain" in text

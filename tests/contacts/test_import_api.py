@@ -47,6 +47,9 @@ def test_upload_queues_a_job_that_runs_and_reports(client: TestClient, session: 
     report = client.get(f"/api/v1/imports/{started['job_id']}", headers=headers).json()
     assert report["status"] == "done"
     assert report["counts"]["contacts_created"] == 1 and report["rejected"][0]["row"] == 3
+    exported = client.get(f"/api/v1/imports/{started['job_id']}/rejected.csv", headers=headers)
+    assert exported.headers["content-type"].startswith("text/csv")
+    assert exported.text.splitlines()[0] == "row,column,reason" and exported.text.splitlines()[1].startswith("3,email,")
     history = client.get("/api/v1/imports", headers=headers).json()
     assert [job["job_id"] for job in history] == [started["job_id"]]
 

@@ -7,12 +7,13 @@ import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 
 from zgoda.consent import sources
 from zgoda.contacts.imports import service as imports
 from zgoda.contacts.imports.mapping import ColumnMapping
 from zgoda.contacts.imports.tasks import run_import
+from zgoda.core.csvsafe import write_csv
 from zgoda.core.errors import Conflict, InvalidInput
 from zgoda.core.tasks import enqueue_after_commit
 from zgoda.web.context import RequestContext, require
@@ -162,3 +163,16 @@ def _batch_lines(body: bytes, content_type: str) -> bytes:
     first = {key: records[0].get(key) for key in keys}  # the first line defines the columns
     rest = records[1:]
     return "\n".join(json.dumps(r, ensure_ascii=False) for r in [first, *rest]).encode() + b"\n"
+
+
+@router.get("/imports/{job_id}/rejected.csv", response_class=PlainTextResponse)
+def rejected_csv(job_id: int, ctx: RequestContext = require("imports.read")) -> PlainTextResponse:
+    """Every rejected row (row, column, reason) as CSV, formula-safe for spreadsheets."""
+    job = imports.get_job(ctx.session, job_id=job_id)
+    rows = imports.list_rejections(ctx.session, job_id=job.id, limit=imports.MAX_STORED_REJECTIONS)
+    body = write_csv(["row", "column", "reason"], ([r.row, r.field, r.reason] for r in rows))
+    return PlainTextResponse(
+        body,
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="import-{job.id}-rejected.csv"'},
+    )
