@@ -34,7 +34,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
-from sqlalchemy import Column, MetaData, Table, create_engine, insert, make_url, select, text
+from sqlalchemy import Column, MetaData, Table, create_engine, event, insert, make_url, select, text
 
 from zgoda.accounts import service as accounts
 from zgoda.consent import ledger, purposes
@@ -184,6 +184,9 @@ def run(database_name: str, url: str, args: argparse.Namespace) -> Figures:
     figures = Figures(database=database_name, events=args.events, batch=args.batch)
     upgrade(url)
     database = Database.from_url(url)
+    if args.sqlite_cache_mb and database.engine.dialect.name == "sqlite":
+        pragma = f"PRAGMA cache_size=-{args.sqlite_cache_mb * 1024}"
+        event.listen(database.engine, "connect", lambda dbapi_connection, _record: dbapi_connection.execute(pragma))
     try:
         with database.transaction() as session:
             bind_scope(session, workspace_id=None, actor=Actor.system("benchmark"))
@@ -404,6 +407,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database", choices=["sqlite", "postgresql", "both"], default="both")
     parser.add_argument("--pg-url", default=DEFAULT_PG_URL, help="a PostgreSQL server where CREATE DATABASE works")
     parser.add_argument("--profile", action="store_true", help="print cProfile's top functions for each step")
+    parser.add_argument(
+        "--sqlite-cache-mb", type=int, default=0, help="SQLite page cache per connection (default: SQLite's 2 MB)"
+    )
     args = parser.parse_args(argv)
     results: list[Figures] = []
     if args.database in ("sqlite", "both"):

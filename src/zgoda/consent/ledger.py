@@ -213,7 +213,7 @@ def record_events(session: Session, events: Sequence[NewEvent], *, now: datetime
         )
     link_rows(session, ConsentEvent, rows, chain_key=workspace_id)
     writer = _BulkWriter(session.connection())
-    ids = _insert_events(session, writer, workspace_id, rows)
+    ids = _insert_events(writer, workspace_id, rows)
     writer.insert(
         _EVIDENCE,
         [
@@ -369,7 +369,7 @@ class _BulkWriter:
             )
 
 
-def _insert_events(session: Session, writer: _BulkWriter, workspace_id: int, rows: list[dict[str, Any]]) -> list[int]:
+def _insert_events(writer: _BulkWriter, workspace_id: int, rows: list[dict[str, Any]]) -> list[int]:
     """Insert linked rows (one workspace, consecutive seqs, chain locked) and return their ids in order."""
     writer.insert(_EVENTS, rows)
     statement = select(_EVENTS.c.seq, _EVENTS.c.id).where(
