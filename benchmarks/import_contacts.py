@@ -62,6 +62,7 @@ DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 RATIO_GOAL = 4.0
 RSS_GOAL_MB = 300.0
 SEED = 20260601
+LOAD_AT_START = os.getloadavg()[0]
 HEADERS = [
     "Nr klienta",
     "Imię",
@@ -607,6 +608,7 @@ def rate(count: int, seconds: float) -> str:
 def report(all_figures: list[Figures], files: list[FileStats]) -> None:
     print()
     print(f"Python {platform.python_version()} on {platform.machine()}, {_cpus()} CPUs, {_memory_gb():.0f} GB")
+    print(f"load average (1 min) at the start {LOAD_AT_START:.2f}, at the end {os.getloadavg()[0]:.2f}")
     for file in files:
         print(
             f"file: {file.rows:,} rows, {file.size / 1e6:,.1f} MB, {file.bad_emails:,} malformed emails "

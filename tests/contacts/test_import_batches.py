@@ -333,3 +333,22 @@ def test_the_batched_import_equals_the_row_by_row_import(
     assert batched == expected
     counts = expected["counts"]
     assert counts["conflicts"] > 0 and counts["contacts_merged"] > 0 and counts["contacts_updated"] > 0
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["Jan.Kowalski@Gmail.COM", "a+tag@sub.Example.pl", "o'reilly@example.com", "x@xn--mnchen-3ya.de", "Δ@example.gr"],
+)
+def test_an_address_normalised_once_is_normalised(raw: str) -> None:
+    """The batch skips upsert_contact's second normalisation of lower-case ASCII addresses: it must be a no-op."""
+    once = contacts.normalise_email(raw)
+    assert contacts.normalise_email(once) == once
+
+
+@pytest.mark.parametrize(
+    "raw", ["+48 601 234 567", "601-234-567", "0048601234567", "+44 20 7946 0958", "(22) 123 45 67"]
+)
+def test_a_number_normalised_once_is_normalised(raw: str) -> None:
+    """The batch never normalises a phone number twice (upsert_contact does): E.164 must come back unchanged."""
+    once = contacts.normalise_phone(raw)
+    assert contacts.normalise_phone(once) == once
