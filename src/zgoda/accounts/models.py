@@ -22,6 +22,9 @@ class Workspace(Base):
     time_zone: Mapped[str] = mapped_column(String(64), default="Europe/Warsaw")
     locale: Mapped[str] = mapped_column(String(8), default="pl")
     settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # platform enforcement: a suspended workspace sends nothing (the send gate refuses every message)
+    sending_suspended_at: Mapped[datetime | None] = mapped_column(default=None)
+    sending_suspended_reason: Mapped[str | None] = mapped_column(String(500), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

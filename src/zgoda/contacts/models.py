@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, String, UniqueConstraint
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy import JSON, ForeignKey, Index, String, UniqueConstraint, event
+from sqlalchemy.orm import Mapped, Session, UOWTransaction, mapped_column, relationship
 
 from zgoda.core.clock import utcnow
 from zgoda.core.db import Base
+from zgoda.core.keys import address_hasher
 from zgoda.core.tenancy import TenantMixin
 
 
@@ -24,11 +25,13 @@ class Contact(TenantMixin, Base):
     __table_args__ = (
         UniqueConstraint("workspace_id", "email"),
         Index("ix_contacts_workspace_phone", "workspace_id", "phone"),
+        Index("ix_contacts_email_hash", "email_hash"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     ref: Mapped[str] = mapped_column(String(32), unique=True)
     email: Mapped[str | None] = mapped_column(String(320))
+    email_hash: Mapped[str | None] = mapped_column(String(64), default=None)  # keyed hash: suppression look-ups
     phone: Mapped[str | None] = mapped_column(String(20))
     first_name: Mapped[str | None] = mapped_column(String(200))
     last_name: Mapped[str | None] = mapped_column(String(200))
@@ -37,6 +40,8 @@ class Contact(TenantMixin, Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     erased_at: Mapped[datetime | None] = mapped_column(default=None)
+    # Art. 18 restriction of processing: no campaign reaches the contact while set
+    restricted_at: Mapped[datetime | None] = mapped_column(default=None)
 
     identities: Mapped[list[ContactIdentity]] = relationship(back_populates="contact", order_by="ContactIdentity.id")
 
@@ -59,3 +64,16 @@ class ContactIdentity(TenantMixin, Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     contact: Mapped[Contact] = relationship(back_populates="identities")
+
+
+@event.listens_for(Session, "before_flush")
+def _hash_addresses(session: Session, _flush: UOWTransaction, _instances: object) -> None:
+    """Keep ``email_hash`` equal to the keyed hash of ``email`` for contacts written through the ORM."""
+    touched = [obj for obj in (*session.new, *session.dirty) if isinstance(obj, Contact)]
+    if not touched:
+        return
+    address_hash = address_hasher(session)
+    for contact in touched:
+        wanted = address_hash(contact.email) if contact.email else None
+        if contact.email_hash != wanted:
+            contact.email_hash = wanted

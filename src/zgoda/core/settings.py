@@ -42,6 +42,25 @@ class Settings(BaseSettings):
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
     smtp_tls: Literal["none", "starttls", "tls"] = "none"
+    smtp_verify_certificate: bool = Field(default=True, description="Check the SMTP server's TLS certificate.")
+    smtp_ca_file: str | None = Field(default=None, description="CA bundle for the SMTP server's certificate.")
+    smtp_timeout: float = Field(default=30.0, gt=0, description="Seconds to wait for the SMTP server.")
+    smtp_connections: int = Field(default=4, ge=1, le=64, description="Parallel SMTP connections per worker task.")
+    smtp_provider: Literal["smtp", "ses", "sendgrid", "mailgun", "postmark"] = Field(
+        default="smtp", description="The relay behind ZGODA_SMTP_HOST, for its per-message tracking headers."
+    )
+    bounce_domain: str | None = Field(
+        default=None, description="Domain of the per-send bounce address (bounces+REF@...); default the From domain."
+    )
+    unsubscribe_mailto: bool = Field(
+        default=False, description="Also offer mailto:unsubscribe+REF@<bounce domain> in List-Unsubscribe."
+    )
+    send_batch_size: int = Field(default=200, ge=1, le=10_000, description="Sends a worker claims at a time.")
+    send_lease_seconds: float = Field(
+        default=60.0, gt=0, description="How long claimed sends stay a worker's before another may take them."
+    )
+    send_parallel_tasks: int = Field(default=2, ge=1, le=64, description="Worker tasks one campaign is split into.")
+    sink_maildir: Path | None = Field(default=None, description="The Maildir the local SMTP sink writes (UI).")
 
     broker_url: str | None = Field(default=None, description="Celery broker; unset runs tasks in-process.")
     default_phone_region: str = "PL"

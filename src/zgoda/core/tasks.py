@@ -25,7 +25,7 @@ from zgoda.core.settings import Settings, get_settings
 
 log = logging.getLogger("zgoda.tasks")
 
-TASK_MODULES = ["zgoda.contacts.imports.tasks", "zgoda.contacts.connectors.tasks"]
+TASK_MODULES = ["zgoda.contacts.imports.tasks", "zgoda.contacts.connectors.tasks", "zgoda.campaigns.tasks"]
 celery_app = Celery("zgoda", include=TASK_MODULES)
 
 
@@ -53,12 +53,12 @@ def task_database() -> Database:
     return Database.from_url(settings.resolved_database_url)
 
 
-def enqueue_after_commit(session: Session, task: Any, *args: Any) -> None:
+def enqueue_after_commit(session: Session, task: Any, *args: Any, countdown: float | None = None) -> None:
     """Send ``task`` with ``args`` once the session's transaction commits (never for a rollback)."""
 
     def send(_session: Session) -> None:
         try:
-            task.delay(*args)
+            task.apply_async(args=args, countdown=countdown)
         except Exception:  # the work stays queued in the database: log and go on
             log.exception("could not enqueue %s%s", task.name, args)
 

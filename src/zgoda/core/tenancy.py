@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import ForeignKey, Table, event
 from sqlalchemy.orm import (
@@ -27,6 +27,8 @@ from sqlalchemy.orm import (
 from sqlalchemy.sql import ClauseElement, visitors
 
 from zgoda.core.errors import TenancyError
+
+_T = TypeVar("_T")
 
 
 class TenantMixin:
@@ -172,3 +174,15 @@ def _stamp_new_tenant_rows(session: Session, _flush: UOWTransaction, _instances:
             and obj.workspace_id != _scoped_workspace(session)
         ):
             raise TenancyError(f"{type(obj).__name__} of another workspace modified")
+
+
+def get_scoped(session: Session, model: type[_T], ident: Any) -> _T | None:
+    """``session.get`` for a tenant model that also checks the workspace.
+
+    ``Session.get`` answers from the identity map without a query when the row is already loaded,
+    so the tenant filter never sees it; this closes that gap for sessions that change scope.
+    """
+    obj = session.get(model, ident)
+    if obj is None or getattr(obj, "workspace_id", None) != current_workspace_id(session):
+        return None
+    return obj

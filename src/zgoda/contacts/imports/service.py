@@ -41,6 +41,7 @@ from zgoda.contacts.models import Contact, ContactIdentity
 from zgoda.core.clock import utcnow
 from zgoda.core.db import Database
 from zgoda.core.errors import Conflict, InvalidInput, NotFound, ZgodaError
+from zgoda.core.keys import address_hasher
 from zgoda.core.tenancy import Actor, bind_scope, current_actor, current_workspace_id, unscoped
 
 BATCH_SIZE = 1000
@@ -848,6 +849,7 @@ class _Directory:
         of parameters, which psycopg spends longer parsing than PostgreSQL spends inserting.
         """
         workspace_id = self.workspace_id
+        address_hash = address_hasher(session)
         if self.changed:
             statement = update(Contact).where(Contact.workspace_id == workspace_id)
             options = {"synchronize_session": None}
@@ -863,6 +865,7 @@ class _Directory:
                     {
                         "id": p.id,
                         "email": p.email,
+                        "email_hash": address_hash(p.email) if p.email else None,
                         "phone": p.phone,
                         "first_name": p.first_name,
                         "last_name": p.last_name,
@@ -886,6 +889,7 @@ class _Directory:
                         "workspace_id": workspace_id,
                         "ref": p.ref,
                         "email": p.email,
+                        "email_hash": address_hash(p.email) if p.email else None,
                         "phone": p.phone,
                         "first_name": p.first_name,
                         "last_name": p.last_name,

@@ -1,0 +1,1 @@
+"""Audiences: static lists, saved segments, and who of them a campaign may reach."""

@@ -1,0 +1,1 @@
+"""Campaigns: templates, the send gate and sending."""

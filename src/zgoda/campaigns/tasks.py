@@ -1,0 +1,53 @@
+"""Celery tasks for campaigns: prepare the sends, send them (in parallel parts), start scheduled ones."""
+
+from __future__ import annotations
+
+import logging
+
+from zgoda.campaigns import sending
+from zgoda.core.settings import get_settings
+from zgoda.core.tasks import celery_app, task_database
+
+log = logging.getLogger("zgoda.campaigns")
+
+
+@celery_app.task(name="zgoda.campaigns.prepare")  # type: ignore[untyped-decorator]
+def prepare_campaign(campaign_id: int) -> int:
+    """Freeze the audience into send rows, then queue the sending parts (one per parallel task)."""
+    added = sending.prepare(task_database(), campaign_id)
+    for _ in range(get_settings().send_parallel_tasks):
+        send_campaign_part.delay(campaign_id)
+    return added
+
+
+@celery_app.task(  # type: ignore[untyped-decorator]
+    name="zgoda.campaigns.send",
+    bind=True,
+    autoretry_for=(sending.SmtpUnavailable,),
+    retry_backoff=10,
+    retry_backoff_max=300,
+    max_retries=None,
+)
+def send_campaign_part(self: object, campaign_id: int) -> str:
+    """Send what is left of a campaign; a redelivery after a crash takes over the dead worker's sends."""
+    outcome = sending.run(task_database(), campaign_id, get_settings())
+    log.info(
+        "campaign %s: %s sent, %s refused, %s failed (%s)",
+        campaign_id,
+        outcome.sent,
+        outcome.refused,
+        outcome.failed,
+        outcome.stopped,
+    )
+    return outcome.stopped
+
+
+@celery_app.task(name="zgoda.campaigns.dispatch")  # type: ignore[untyped-decorator]
+def dispatch_due_campaigns() -> list[int]:
+    """Start the scheduled campaigns whose time has come (safe to run any number of times)."""
+    from zgoda.campaigns.service import start_due_campaigns
+    from zgoda.core.tenancy import Actor, bind_scope
+
+    with task_database().transaction() as session:
+        bind_scope(session, workspace_id=None, actor=Actor.system("scheduler"))
+        return start_due_campaigns(session)
