@@ -36,6 +36,13 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "imports.read": _ALL,
     "imports.run": _EDITORS,
     "proof.read": _ALL,  # the consent proof bundle: what a regulator asks the controller for
+    "audiences.read": _ALL,
+    "audiences.manage": _EDITORS,
+    "campaigns.read": _ALL,
+    "campaigns.manage": _EDITORS,  # templates and campaigns: create, edit, preview
+    "campaigns.send": _EDITORS,  # send, schedule, pause, resume, cancel
+    "domains.manage": _EDITORS,  # sending domains and their DKIM keys
+    "sending.settings": _OWNER,  # the soft opt-in switch and the sending rate: the controller's decisions
 }
 
 
