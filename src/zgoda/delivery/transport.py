@@ -1,0 +1,597 @@
+"""SMTP delivery with connection reuse and a two-phase send.
+
+``SmtpConnection.prepare`` sends MAIL FROM, RCPT TO, DATA and the whole message except the final
+``<CRLF>.<CRLF>``; ``complete`` writes that dot and reads the server's verdict. Between the two the
+caller commits "sent" in its database. An SMTP server discards a DATA whose final dot never arrived
+(RFC 5321 §4.1.1.4: the transaction is only processed on the end-of-data indication), so:
+
+* a worker killed before its commit landed leaves a transaction the server throws away, and the
+  message is sent again on resume (never twice: the first copy was never delivered);
+* a worker killed after its commit but before the dot leaves the one message in doubt: recorded as
+  sent, never delivered. That is the price of "nobody gets a message twice", and it is at most one
+  message per connection.
+
+``SmtpPool`` hands out connections to threads, reuses them across messages, reconnects broken ones
+and rotates each after ``max_messages_per_connection``. See docs/delivery.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import smtplib
+import socket
+import ssl
+import struct
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import Enum
+from typing import Literal
+
+__all__ = [
+    "Prepared",
+    "SmtpAuthenticationError",
+    "SmtpConnection",
+    "SmtpConnectionError",
+    "SmtpOutcome",
+    "SmtpOutcomeUnknown",
+    "SmtpPool",
+    "SmtpSettings",
+    "SmtpTlsError",
+    "normalise_message",
+    "send_message",
+]
+
+Security = Literal["none", "starttls", "tls"]
+CRLF = b"\r\n"
+_EOL = re.compile(rb"\r\n|\r|\n")
+_LEADING_DOT = re.compile(rb"(?m)^\.")
+_ENHANCED = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})(?:\s|$)")
+_ADDRESS_FORBIDDEN = re.compile(r"[\r\n<>\x00]")
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    """Where and how to reach the SMTP server (a relay, an ESP's SMTP endpoint or the local sink)."""
+
+    host: str
+    port: int
+    security: Security = "none"
+    username: str | None = None
+    password: str | None = None
+    timeout: float = 30.0
+    verify_certificate: bool = True
+    ca_file: str | None = None
+    local_hostname: str | None = None
+    max_messages_per_connection: int = 1000
+    # Additions to the agreed interface:
+    pipelining: bool = True
+    """Send MAIL, RCPT and DATA in one write when the server offers PIPELINING (RFC 2920)."""
+    allow_insecure_auth: bool = False
+    """Allow AUTH without TLS. Off by default: the password would cross the network in clear."""
+
+    def __post_init__(self) -> None:
+        if self.security not in ("none", "starttls", "tls"):
+            raise ValueError(f"SMTP security must be 'none', 'starttls' or 'tls', not {self.security!r}.")
+        if not 0 < self.port < 65536:
+            raise ValueError(f"SMTP port {self.port} is out of range.")
+        if self.timeout <= 0:
+            raise ValueError("SMTP timeout must be positive.")
+        if self.max_messages_per_connection < 1:
+            raise ValueError("max_messages_per_connection must be at least 1.")
+        if (self.username is None) != (self.password is None):
+            raise ValueError("Give both an SMTP username and a password, or neither.")
+        if self.username is not None and self.security == "none" and not self.allow_insecure_auth:
+            raise ValueError(
+                "An SMTP username with security='none' would send the password in clear; "
+                "use 'starttls' or 'tls' (or set allow_insecure_auth=True for a loopback test server)."
+            )
+
+    @property
+    def address(self) -> str:
+        """``host:port``, as error messages name the server."""
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class SmtpOutcome:
+    """The server's verdict on one message (or on the command that refused it)."""
+
+    accepted: bool
+    code: int
+    text: str
+    enhanced_status: str | None
+    permanent: bool
+
+    @classmethod
+    def from_reply(cls, code: int, text: bytes | str) -> SmtpOutcome:
+        """Build from an SMTP reply; ``permanent`` is a 5xx, ``accepted`` a 2xx."""
+        decoded = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
+        match = _ENHANCED.match(decoded)
+        return cls(
+            accepted=200 <= code < 300,
+            code=code,
+            text=decoded,
+            enhanced_status=match.group(1) if match else None,
+            permanent=500 <= code < 600,
+        )
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A message written up to (not including) its final dot; ``complete()`` or ``abandon()`` it."""
+
+    mail_from: str
+    rcpt_to: str
+    size: int
+
+
+class SmtpConnectionError(Exception):
+    """The server could not be reached or the connection broke. Retry later (``retryable``)."""
+
+    retryable = True
+
+    def __init__(self, message: str, *, address: str) -> None:
+        super().__init__(message)
+        self.address = address
+
+
+class SmtpAuthenticationError(SmtpConnectionError):
+    """The server refused our credentials or offers no way to log in: a configuration problem."""
+
+    retryable = False
+
+
+class SmtpTlsError(SmtpConnectionError):
+    """TLS could not be set up (certificate not trusted, STARTTLS not offered): a configuration problem."""
+
+    retryable = False
+
+
+class SmtpOutcomeUnknown(SmtpConnectionError):
+    """The connection broke while writing the final dot or waiting for its reply.
+
+    The server may or may not have accepted the message. The caller has already recorded it as
+    sent, and must not send it again (that could deliver it twice); the connection itself
+    reconnects on next use.
+    """
+
+    retryable = False
+
+
+def normalise_message(message: bytes) -> bytes:
+    """CRLF line endings, leading dots doubled, a final CRLF: the DATA payload without its dot.
+
+    Checks with ``bytes.count`` first, so a message that is already clean (the usual case) is not
+    copied by a regular expression; see docs/delivery.md for the figures.
+    """
+    crlf = message.count(b"\r\n")
+    if message.count(b"\n") != crlf or message.count(b"\r") != crlf:
+        message = _EOL.sub(CRLF, message)
+    if message.startswith(b".") or b"\n." in message:
+        message = _LEADING_DOT.sub(b"..", message)
+    if not message.endswith(CRLF):
+        message += CRLF
+    return message
+
+
+def _check_address(address: str, what: str) -> None:
+    if _ADDRESS_FORBIDDEN.search(address):
+        raise ValueError(f"{what} {address!r} holds characters not allowed in an SMTP address.")
+
+
+class _State(Enum):
+    CLOSED = "closed"
+    IDLE = "idle"
+    PREPARED = "prepared"
+
+
+class SmtpConnection:
+    """One SMTP session on one socket, reused for many messages; not thread-safe (one thread at a time).
+
+    Opens lazily on the first ``prepare``; after a connection error it is closed and reopens on next use.
+    """
+
+    def __init__(self, settings: SmtpSettings) -> None:
+        self.settings = settings
+        self._smtp: smtplib.SMTP | None = None
+        self._state = _State.CLOSED
+        self._prepared: Prepared | None = None
+        self._tls_context: ssl.SSLContext | None = None
+        self.messages_on_socket = 0
+        """Messages completed (accepted or refused at the dot) since the socket was opened."""
+        self.connections_opened = 0
+        """How many sockets this object has opened over its life (reconnects and rotations included)."""
+        self.last_used = 0.0
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    @property
+    def is_open(self) -> bool:
+        return self._smtp is not None and self._state is not _State.CLOSED
+
+    @property
+    def is_prepared(self) -> bool:
+        return self._state is _State.PREPARED
+
+    def open(self) -> None:
+        """Connect, greet (EHLO), start TLS and log in as the settings say. Idempotent."""
+        if self.is_open:
+            return
+        settings = self.settings
+        smtp: smtplib.SMTP | None = None
+        try:
+            # The host goes to the constructor (which connects): smtplib checks the certificate against it.
+            if settings.security == "tls":
+                smtp = smtplib.SMTP_SSL(
+                    settings.host,
+                    settings.port,
+                    local_hostname=settings.local_hostname,
+                    timeout=settings.timeout,
+                    context=self._tls(),
+                )
+            else:
+                smtp = smtplib.SMTP(
+                    settings.host, settings.port, local_hostname=settings.local_hostname, timeout=settings.timeout
+                )
+            # The dot goes out as its own small write right after the body and then we wait for the reply:
+            # without TCP_NODELAY, Nagle's algorithm and the server's delayed ACK can stall it for 40 ms.
+            assert smtp.sock is not None
+            smtp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._ehlo(smtp)
+            if settings.security == "starttls":
+                if not smtp.has_extn("starttls"):
+                    raise SmtpTlsError(
+                        f"SMTP server {settings.address}: STARTTLS is not offered.", address=settings.address
+                    )
+                smtp.starttls(context=self._tls())
+                self._ehlo(smtp)
+            if settings.username is not None and settings.password is not None:
+                self._login(smtp, settings.username, settings.password)
+        except SmtpConnectionError:
+            if smtp is not None:
+                _hard_close(smtp)
+            raise
+        except ssl.SSLCertVerificationError as error:
+            if smtp is not None:
+                _hard_close(smtp)
+            raise SmtpTlsError(
+                f"SMTP server {settings.address}: its TLS certificate is not trusted ({error.verify_message}).",
+                address=settings.address,
+            ) from error
+        except (OSError, smtplib.SMTPException) as error:
+            if smtp is not None:
+                _hard_close(smtp)
+            raise self._error(error, "could not connect") from error
+        self._smtp = smtp
+        self._state = _State.IDLE
+        self.messages_on_socket = 0
+        self.connections_opened += 1
+        self.last_used = time.monotonic()
+
+    def close(self) -> None:
+        """Say QUIT and close. A prepared message is abandoned first, never delivered by accident."""
+        if self._state is _State.PREPARED:
+            self.abandon()
+            return
+        smtp, self._smtp = self._smtp, None
+        self._state = _State.CLOSED
+        if smtp is None:
+            return
+        try:
+            smtp.quit()
+        except (OSError, smtplib.SMTPException):
+            pass
+        finally:
+            _hard_close(smtp)
+
+    def abandon(self) -> None:
+        """Drop the prepared message: close the socket without the final dot, so the server discards it."""
+        smtp, self._smtp = self._smtp, None
+        self._state = _State.CLOSED
+        self._prepared = None
+        if smtp is not None:
+            _hard_close(smtp, reset=True)
+
+    def __enter__(self) -> SmtpConnection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- sending ---------------------------------------------------------------------------------
+
+    def prepare(self, mail_from: str, rcpt_to: str, message: bytes) -> Prepared | SmtpOutcome:
+        """Send the envelope and the message without its final dot.
+
+        Returns ``Prepared`` when the server is waiting for the dot, or the refusal (``SmtpOutcome``,
+        ``accepted=False``) when MAIL, RCPT or DATA was refused; the connection stays usable then.
+        Raises ``SmtpConnectionError`` when the server cannot be reached or the connection breaks.
+        """
+        if self._state is _State.PREPARED:
+            raise RuntimeError("A prepared message is waiting: complete() or abandon() it before the next one.")
+        _check_address(mail_from, "Sender")
+        _check_address(rcpt_to, "Recipient")
+        data = normalise_message(message)
+        if self.is_open and self.messages_on_socket >= self.settings.max_messages_per_connection:
+            self.close()
+        reused = self.is_open
+        self.open()
+        try:
+            return self._transaction(mail_from, rcpt_to, data)
+        except _StaleConnection:
+            self.abandon()
+            if not reused:
+                raise self._error(None, "closed the connection before answering MAIL FROM") from None
+        # The server had closed a reused (idle) connection before we wrote: nothing was accepted,
+        # so one fresh connection is safe to try.
+        self.open()
+        try:
+            return self._transaction(mail_from, rcpt_to, data)
+        except _StaleConnection:
+            self.abandon()
+            raise self._error(None, "closed the connection before answering MAIL FROM") from None
+
+    def complete(self) -> SmtpOutcome:
+        """Write the final dot and return the server's verdict on the prepared message.
+
+        Raises ``SmtpOutcomeUnknown`` if the connection breaks now: the message may have been
+        delivered, so it must not be sent again.
+        """
+        if self._state is not _State.PREPARED or self._smtp is None:
+            raise RuntimeError("Nothing is prepared on this connection.")
+        smtp = self._smtp
+        try:
+            smtp.send(b".\r\n")
+            code, text = smtp.getreply()
+        except (OSError, smtplib.SMTPException) as error:
+            self.abandon()
+            raise SmtpOutcomeUnknown(
+                f"SMTP server {self.settings.address}: the connection broke after the final dot was written; "
+                f"the message may or may not have been delivered ({error}).",
+                address=self.settings.address,
+            ) from error
+        self._prepared = None
+        self._state = _State.IDLE
+        self.messages_on_socket += 1
+        self.last_used = time.monotonic()
+        outcome = SmtpOutcome.from_reply(code, text)
+        if code == 421 or code < 0:
+            self.abandon()
+        return outcome
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _transaction(self, mail_from: str, rcpt_to: str, data: bytes) -> Prepared | SmtpOutcome:
+        smtp = self._smtp
+        assert smtp is not None
+        mail_options = []
+        if smtp.has_extn("size"):
+            mail_options.append(f"SIZE={len(data)}")
+        if smtp.has_extn("8bitmime") and not data.isascii():
+            mail_options.append("BODY=8BITMIME")
+        if not (mail_from.isascii() and rcpt_to.isascii()):
+            if not smtp.has_extn("smtputf8"):
+                return SmtpOutcome(
+                    accepted=False,
+                    code=553,
+                    text="The server does not offer SMTPUTF8, needed for a non-ASCII address (refused locally).",
+                    enhanced_status="5.6.7",
+                    permanent=True,
+                )
+            mail_options.append("SMTPUTF8")
+        mail = f"MAIL FROM:<{mail_from}>{''.join(' ' + o for o in mail_options)}\r\n".encode()
+        rcpt = f"RCPT TO:<{rcpt_to}>\r\n".encode()
+        try:
+            if self.settings.pipelining and smtp.has_extn("pipelining"):
+                replies = [self._first(smtp, mail + rcpt + b"DATA\r\n"), self._reply(smtp), self._reply(smtp)]
+            else:
+                replies = [self._first(smtp, mail)]
+                if replies[0][0] == 250:
+                    smtp.send(rcpt)
+                    replies.append(self._reply(smtp))
+                    if replies[1][0] in (250, 251):
+                        smtp.send(b"DATA\r\n")
+                        replies.append(self._reply(smtp))
+            refusal = _first_refusal(replies)
+            if refusal is not None:
+                code, text = refusal
+                if replies[-1][0] == 354 and len(replies) == 3:
+                    # DATA was accepted although MAIL or RCPT was not (a non-conforming server): never send
+                    # a body to it; drop the connection instead.
+                    self.abandon()
+                elif code == 421:
+                    self.abandon()
+                else:
+                    self._rset(smtp)
+                return SmtpOutcome.from_reply(code, text)
+            smtp.send(data)
+        except _StaleConnection:
+            raise
+        except (OSError, smtplib.SMTPException) as error:
+            self.abandon()
+            raise self._error(error, "connection broke during the transaction") from error
+        self._prepared = Prepared(mail_from=mail_from, rcpt_to=rcpt_to, size=len(data))
+        self._state = _State.PREPARED
+        return self._prepared
+
+    def _first(self, smtp: smtplib.SMTP, command: bytes) -> tuple[int, bytes]:
+        """Send the first command(s) of a transaction and read the first reply.
+
+        A disconnect here means the server had dropped the connection before reading them, so nothing
+        was accepted and the transaction may be tried again on a fresh connection.
+        """
+        try:
+            smtp.send(command)
+            return smtp.getreply()
+        except smtplib.SMTPServerDisconnected:
+            raise _StaleConnection from None
+
+    @staticmethod
+    def _reply(smtp: smtplib.SMTP) -> tuple[int, bytes]:
+        return smtp.getreply()
+
+    def _rset(self, smtp: smtplib.SMTP) -> None:
+        try:
+            code, _ = smtp.docmd("RSET")
+        except (OSError, smtplib.SMTPException):
+            self.abandon()
+            return
+        if code != 250:
+            self.abandon()
+
+    def _ehlo(self, smtp: smtplib.SMTP) -> None:
+        code, reply = smtp.ehlo()
+        if code != 250:
+            code, reply = smtp.helo()
+            if code != 250:
+                raise smtplib.SMTPHeloError(code, reply)
+
+    def _login(self, smtp: smtplib.SMTP, username: str, password: str) -> None:
+        address = self.settings.address
+        if not smtp.has_extn("auth"):
+            raise SmtpAuthenticationError(
+                f"SMTP server {address} offers no AUTH (is TLS required before login?).", address=address
+            )
+        try:
+            smtp.login(username, password)
+        except smtplib.SMTPAuthenticationError as error:
+            detail = error.smtp_error.decode("utf-8", "replace") if isinstance(error.smtp_error, bytes) else ""
+            raise SmtpAuthenticationError(
+                f"SMTP server {address} refused the login for {username!r}: {error.smtp_code} {detail}".rstrip(),
+                address=address,
+            ) from error
+        except smtplib.SMTPException as error:
+            if isinstance(error, smtplib.SMTPServerDisconnected):
+                raise
+            raise SmtpAuthenticationError(f"SMTP server {address}: login failed: {error}", address=address) from error
+
+    def _tls(self) -> ssl.SSLContext:
+        if self._tls_context is None:
+            self._tls_context = make_tls_context(self.settings)
+        return self._tls_context
+
+    def _error(self, error: BaseException | None, what: str) -> SmtpConnectionError:
+        detail = ""
+        if error is not None:
+            detail = f": {error}" if str(error) else f": {type(error).__name__}"
+        return SmtpConnectionError(
+            f"SMTP server {self.settings.address}: {what}{detail}", address=self.settings.address
+        )
+
+
+class _StaleConnection(Exception):
+    """The server closed the connection before answering the first command of a transaction."""
+
+
+def _first_refusal(replies: list[tuple[int, bytes]]) -> tuple[int, bytes] | None:
+    expected = ((250,), (250, 251), (354,))
+    for (code, text), good in zip(replies, expected, strict=False):
+        if code not in good:
+            return code, text
+    return None
+
+
+def _hard_close(smtp: smtplib.SMTP, *, reset: bool = False) -> None:
+    """Close the socket without a word to the server (no QUIT, no dot); with ``reset`` send a TCP RST."""
+    sock = smtp.sock
+    if reset and sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    with contextlib.suppress(OSError):
+        smtp.close()
+
+
+def make_tls_context(settings: SmtpSettings) -> ssl.SSLContext:
+    """The client TLS context: system CAs (or ``ca_file``) with hostname checks, or no checks at all."""
+    if settings.verify_certificate:
+        context = ssl.create_default_context(cafile=settings.ca_file)
+    else:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+def send_message(conn: SmtpConnection, mail_from: str, rcpt_to: str, message: bytes) -> SmtpOutcome:
+    """Prepare and complete in one call, for senders with nothing to commit in between."""
+    prepared = conn.prepare(mail_from, rcpt_to, message)
+    if isinstance(prepared, SmtpOutcome):
+        return prepared
+    return conn.complete()
+
+
+class SmtpPool:
+    """Up to ``size`` connections shared by threads: ``with pool.connection() as conn: ...``.
+
+    A connection is lent to one thread at a time and returned to the pool afterwards (most recently
+    used first, so few sockets stay warm under light load). Broken connections are dropped and
+    replaced; a connection that has carried ``max_messages_per_connection`` messages is closed.
+    A connection returned with a prepared message (an exception between ``prepare`` and
+    ``complete``) is abandoned, so that message is never delivered.
+    """
+
+    def __init__(self, settings: SmtpSettings, size: int) -> None:
+        if size < 1:
+            raise ValueError("An SMTP pool needs at least one connection.")
+        self.settings = settings
+        self.size = size
+        self._slots = threading.BoundedSemaphore(size)
+        self._lock = threading.Lock()
+        self._idle: list[SmtpConnection] = []
+        self._lent: dict[SmtpConnection, int] = {}
+        self._generation = 0
+
+    @contextlib.contextmanager
+    def connection(self, timeout: float | None = None) -> Iterator[SmtpConnection]:
+        """Borrow a connection (waiting up to ``timeout`` seconds for a free slot; None waits forever)."""
+        if not self._slots.acquire(timeout=timeout):
+            raise TimeoutError(f"No SMTP connection to {self.settings.address} free within {timeout} s.")
+        try:
+            with self._lock:
+                conn = self._idle.pop() if self._idle else SmtpConnection(self.settings)
+                self._lent[conn] = self._generation
+            try:
+                yield conn
+            finally:
+                self._give_back(conn)
+        finally:
+            self._slots.release()
+
+    def _give_back(self, conn: SmtpConnection) -> None:
+        if conn.is_prepared:
+            conn.abandon()
+        elif conn.is_open and conn.messages_on_socket >= self.settings.max_messages_per_connection:
+            conn.close()
+        with self._lock:
+            generation = self._lent.pop(conn)
+            keep = conn.is_open and generation == self._generation
+            if keep:
+                self._idle.append(conn)
+        if not keep:
+            conn.close()
+
+    def close_all(self) -> None:
+        """QUIT every idle connection; connections lent out now are closed when they come back.
+
+        The pool stays usable: later borrowers get fresh connections.
+        """
+        with self._lock:
+            self._generation += 1
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+    @property
+    def idle_count(self) -> int:
+        with self._lock:
+            return len(self._idle)
+
+    def __enter__(self) -> SmtpPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close_all()
