@@ -308,6 +308,11 @@ def serve(
 
         start_embedded_worker()
         console.print("Background tasks run in this process (set ZGODA_BROKER_URL to use `zgoda worker`).")
+    from zgoda.campaigns.tasks import resume_unfinished_campaigns, start_scheduler
+
+    if not settings.broker_url:
+        resume_unfinished_campaigns()
+    start_scheduler()
     console.print(f"Zgoda is listening on [bold]{settings.base_url}[/bold]  (Ctrl+C stops it)")
     uvicorn.run(application, host=host, port=port, log_level="info")
 
@@ -325,13 +330,26 @@ def worker(
         raise fail("Set ZGODA_BROKER_URL (amqp://... or redis://...); without it `zgoda serve` runs tasks itself.")
     _ensure_schema(settings)
     celery = configure(settings)
+    from zgoda.campaigns.tasks import start_scheduler
+
+    start_scheduler()
     celery.Worker(concurrency=concurrency, loglevel=loglevel, pool="prefork" if concurrency > 1 else "solo").start()
 
 
 def _register_domain_commands() -> None:
+    from zgoda.campaigns.cli import campaign_app, domain_app
     from zgoda.contacts.imports.cli import register as register_import
+    from zgoda.delivery.cli import smtp_sink
 
     register_import(app)
+    app.add_typer(campaign_app, name="campaign")
+    app.add_typer(domain_app, name="domain")
+    app.command("smtp-sink")(smtp_sink)
+    try:
+        from zgoda.feedback.cli import feedback_app
+    except ImportError:  # pragma: no cover - the feedback parser is being written
+        return
+    app.add_typer(feedback_app, name="feedback")
 
 
 _register_domain_commands()

@@ -92,7 +92,7 @@ class Send(TenantMixin, Base):
     campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="RESTRICT"))
     contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="RESTRICT"))
     list_id: Mapped[int | None] = mapped_column(ForeignKey("contact_lists.id", ondelete="RESTRICT"), default=None)
-    ref: Mapped[str] = mapped_column(String(26), unique=True)
+    ref: Mapped[str | None] = mapped_column(String(26), unique=True, default=None)  # set when sent
     status: Mapped[str] = mapped_column(String(16), default=SendStatus.PENDING)
     reason: Mapped[str | None] = mapped_column(String(40), default=None)
     consent_event_id: Mapped[int | None] = mapped_column(

@@ -38,10 +38,10 @@ from zgoda.audiences.models import ListMember
 from zgoda.audit import service as audit
 from zgoda.campaigns import links
 from zgoda.campaigns.domains import signer_for
-from zgoda.campaigns.footer import FooterContext, attach_footer, attach_footer_text, footer_html, footer_text
+from zgoda.campaigns.footer import FooterContext
 from zgoda.campaigns.message import compose_message
 from zgoda.campaigns.models import Campaign, CampaignStatus, Send, SendStatus
-from zgoda.campaigns.rendering import CompiledTemplate, RenderedParts, compile_template
+from zgoda.campaigns.rendering import CompiledTemplate, compile_template
 from zgoda.campaigns.service import contact_merge_values, merge_fields, sender_identity
 from zgoda.consent.models import Purpose, Source
 from zgoda.contacts.models import Contact
@@ -259,13 +259,11 @@ def build_message(
         preferences_url=links.preferences_url(ctx.base_url, token),
         language=ctx.language,
     )
-    rendered = ctx.compiled.render(
-        contact=contact_merge_values(contact), workspace_name=ctx.workspace_name, campaign_name=ctx.campaign_name
-    )
-    parts = RenderedParts(
-        subject=rendered.subject,
-        html=attach_footer(rendered.html, footer_html(footer)),
-        text=attach_footer_text(rendered.text, footer_text(footer)),
+    parts = ctx.compiled.render(
+        contact=contact_merge_values(contact),
+        workspace_name=ctx.workspace_name,
+        campaign_name=ctx.campaign_name,
+        footer=footer,
     )
     data = compose_message(
         parts=parts,
@@ -277,7 +275,7 @@ def build_message(
         return_path=links.bounce_address(ref, ctx.bounce_domain),
         list_unsubscribe_https=unsubscribe,
         list_unsubscribe_mailto=links.unsubscribe_mailto(ref, ctx.bounce_domain) if ctx.unsubscribe_mailto else None,
-        list_id=f"<campaign-{ctx.campaign_id}.{ctx.workspace_slug}.{ctx.from_domain}>",
+        list_id=f"{ctx.campaign_name} <campaign-{ctx.campaign_id}.{ctx.workspace_slug}.{ctx.from_domain}>",
         feedback_id=f"{ctx.campaign_id}:{ctx.workspace_slug}:zgoda",
         ref=ref,
         extra_headers=provider_ref_headers(ctx.provider, ref),

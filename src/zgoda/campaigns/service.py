@@ -368,7 +368,9 @@ def start_due_campaigns(session: Session) -> list[int]:
     now = utcnow()
     with unscoped(session):
         due = session.scalars(
-            select(Campaign).where(Campaign.status == CampaignStatus.SCHEDULED, Campaign.scheduled_at <= now)
+            select(Campaign)
+            .where(Campaign.status == CampaignStatus.SCHEDULED, Campaign.scheduled_at <= now)
+            .with_for_update(skip_locked=True)
         ).all()
     started = []
     for campaign in due:

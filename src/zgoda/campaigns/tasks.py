@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 
 from zgoda.campaigns import sending
 from zgoda.core.settings import get_settings
@@ -51,3 +53,35 @@ def dispatch_due_campaigns() -> list[int]:
     with task_database().transaction() as session:
         bind_scope(session, workspace_id=None, actor=Actor.system("scheduler"))
         return start_due_campaigns(session)
+
+
+def resume_unfinished_campaigns() -> int:
+    """Queue the sending of every campaign left ``sending`` (the embedded worker lost its queue on exit)."""
+    from sqlalchemy import select
+
+    from zgoda.campaigns.models import Campaign, CampaignStatus
+    from zgoda.core.tenancy import Actor, bind_scope, unscoped
+
+    with task_database().transaction() as session:
+        bind_scope(session, workspace_id=None, actor=Actor.system("scheduler"))
+        with unscoped(session):
+            ids = list(session.scalars(select(Campaign.id).where(Campaign.status == CampaignStatus.SENDING)))
+    for campaign_id in ids:
+        prepare_campaign.delay(campaign_id)
+    return len(ids)
+
+
+def start_scheduler(interval: float = 30.0) -> threading.Thread:
+    """A thread that starts due scheduled campaigns every ``interval`` seconds (a countdown may be lost)."""
+
+    def loop() -> None:
+        while True:
+            try:
+                dispatch_due_campaigns.delay()
+            except Exception:  # the broker may be briefly away: try again next time
+                log.exception("could not queue the scheduled-campaign check")
+            time.sleep(interval)
+
+    thread = threading.Thread(target=loop, name="zgoda-scheduler", daemon=True)
+    thread.start()
+    return thread

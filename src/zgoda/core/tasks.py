@@ -26,7 +26,8 @@ from zgoda.core.settings import Settings, get_settings
 log = logging.getLogger("zgoda.tasks")
 
 TASK_MODULES = ["zgoda.contacts.imports.tasks", "zgoda.contacts.connectors.tasks", "zgoda.campaigns.tasks"]
-celery_app = Celery("zgoda", include=TASK_MODULES)
+# memory:// until configure() runs: a process that never configured Celery must not publish to a stray broker
+celery_app = Celery("zgoda", include=TASK_MODULES, broker="memory://")
 
 
 def configure(settings: Settings) -> Celery:

@@ -225,7 +225,7 @@ def upgrade() -> None:
         sa.Column("campaign_id", sa.Integer(), nullable=False),
         sa.Column("contact_id", sa.Integer(), nullable=False),
         sa.Column("list_id", sa.Integer(), nullable=True),
-        sa.Column("ref", sa.String(length=26), nullable=False),
+        sa.Column("ref", sa.String(length=26), nullable=True),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("reason", sa.String(length=40), nullable=True),
         sa.Column("consent_event_id", sa.Integer(), nullable=True),

@@ -1,0 +1,230 @@
+"""Sending through a real SMTP server on loopback: the gate per message, the footer and headers, send rows."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from tests.support.consent import record
+from tests.support.sending import sending_setup
+from zgoda.campaigns import domains, sending
+from zgoda.campaigns import service as campaigns
+from zgoda.campaigns.models import CampaignStatus, Send, SendStatus
+from zgoda.consent.models import ConsentEvent
+from zgoda.core.db import Database
+from zgoda.core.errors import Conflict, InvalidInput
+from zgoda.core.settings import Settings
+from zgoda.delivery.dkim import verify
+from zgoda.delivery.sink import SmtpSink
+from zgoda.delivery.transport import SmtpSettings
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    settings.base_url = "https://zgoda.example.com"
+    return settings
+
+
+@pytest.fixture
+def sink(tmp_path: Path) -> Iterator[SmtpSink]:
+    with SmtpSink(tmp_path / "maildir") as running:
+        yield running
+
+
+def _smtp(sink: SmtpSink) -> SmtpSettings:
+    return SmtpSettings(host=sink.host, port=sink.port)
+
+
+def _messages(sink: SmtpSink, maildir: Path) -> list[email.message.EmailMessage]:
+    found = []
+    for path in sorted((maildir / "new").iterdir()):
+        found.append(email.message_from_bytes(path.read_bytes(), policy=email.policy.default))
+    return found  # type: ignore[return-value]
+
+
+def _send(db: Database, session: Session, settings: Settings, sink: SmtpSink, campaign_id: int) -> sending.RunOutcome:
+    campaigns.send_campaign(session, campaign_id=campaign_id)
+    session.commit()
+    sending.prepare(db, campaign_id)
+    return sending.run(db, campaign_id, settings, smtp=_smtp(sink), connections=2)
+
+
+def test_a_campaign_reaches_exactly_the_consenting_contacts(
+    db: Database, session: Session, settings: Settings, sink: SmtpSink, tmp_path: Path
+) -> None:
+    setup = sending_setup(session, eligible=3)
+    outcome = _send(db, session, settings, sink, setup.campaign.id)
+    assert (outcome.sent, outcome.refused, outcome.stopped) == (3, 2, "done")
+    messages = _messages(sink, tmp_path / "maildir")
+    assert sorted(m["To"] for m in messages) == sorted(c.email for c in setup.eligible)
+
+    rows = {row.contact_id: row for row in session.scalars(select(Send).where(Send.campaign_id == setup.campaign.id))}
+    for contact in setup.eligible:
+        row = rows[contact.id]
+        assert row.status == SendStatus.SENT
+        grant = session.get(ConsentEvent, row.consent_event_id)
+        assert grant is not None and grant.event_type == "grant" and grant.contact_id == contact.id
+    for reason, contact in setup.refused.items():
+        assert (rows[contact.id].status, rows[contact.id].reason) == (SendStatus.REFUSED, reason)
+        assert rows[contact.id].ref is None
+
+    session.refresh(setup.campaign)
+    assert setup.campaign.status == CampaignStatus.SENT
+    figures = campaigns.progress(session, campaign_id=setup.campaign.id)
+    assert figures["sent"] == 3
+    assert figures["refused_by_reason"] == {"consent_withdrawn": 1, "no_consent": 1}
+
+
+def test_every_message_carries_the_footer_and_the_unsubscribe_headers(
+    db: Database, session: Session, settings: Settings, sink: SmtpSink, tmp_path: Path
+) -> None:
+    setup = sending_setup(session, eligible=1)
+    _send(db, session, settings, sink, setup.campaign.id)
+    (message,) = _messages(sink, tmp_path / "maildir")
+    row = session.scalars(select(Send).where(Send.campaign_id == setup.campaign.id, Send.status == "sent")).one()
+    assert row.ref is not None
+    assert message["Message-ID"] == f"<{row.ref}@kawiarnia.example.pl>"
+    assert message["Return-Path"] == f"<bounces+{row.ref}@kawiarnia.example.pl>"
+    assert message["X-Zgoda-Ref"] == row.ref
+    unsubscribe = message["List-Unsubscribe"]
+    assert unsubscribe.startswith("<https://zgoda.example.com/u/")
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert message["Subject"] == f"Zima w {setup.workspace.name}"
+    html = message.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    text = message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert "Cześć Anna0!" in html
+    for part in (html, text):
+        assert "Kawiarnia Pod Zegarem sp. z o.o." in part
+        assert "Warszawa" in part
+        assert "Wypisz się" in part
+        assert unsubscribe.strip("<>") in part.replace("&amp;", "&")
+    assert html.rindex("Wypisz") > html.index("Nowa karta zimowa")
+
+
+def test_the_gate_decides_at_send_time_not_at_scheduling(
+    db: Database, session: Session, settings: Settings, sink: SmtpSink
+) -> None:
+    setup = sending_setup(session, eligible=2)
+    campaigns.send_campaign(session, campaign_id=setup.campaign.id)
+    session.commit()
+    sending.prepare(db, setup.campaign.id)
+    changed_mind = setup.eligible[0]
+    record(session, changed_mind, "withdraw", method="unsubscribe_link")
+    session.commit()
+    outcome = sending.run(db, setup.campaign.id, settings, smtp=_smtp(sink), connections=2)
+    assert outcome.sent == 1
+    row = session.scalars(select(Send).where(Send.contact_id == changed_mind.id)).one()
+    assert (row.status, row.reason) == (SendStatus.REFUSED, "consent_withdrawn")
+    assert sink.received == 1
+
+
+def test_messages_are_dkim_signed_over_the_unsubscribe_headers(
+    db: Database, session: Session, settings: Settings, sink: SmtpSink, tmp_path: Path
+) -> None:
+    setup = sending_setup(session, eligible=1)
+    record_ = domains.add_sending_domain(session, domain="kawiarnia.example.pl", secret=settings.resolved_secret_key())
+    name, value = domains.dns_txt(record_)
+    _send(db, session, settings, sink, setup.campaign.id)
+    raw = next((tmp_path / "maildir" / "new").iterdir()).read_bytes()
+    raw = raw.split(b"\r\n", 1)[1].split(b"\r\n", 1)[1]  # without the sink's Return-Path and Delivered-To
+    signature = email.message_from_bytes(raw)["DKIM-Signature"]
+    assert "list-unsubscribe:list-unsubscribe-post" in signature.replace(" ", "").replace("\r\n", "").lower()
+    assert verify(raw, lambda asked: value if asked.rstrip(".") == name else None)
+    tampered = raw.replace(b"List-Unsubscribe: <http", b"List-Unsubscribe: <hxxp", 1)
+    assert not verify(tampered, lambda asked: value if asked.rstrip(".") == name else None)
+
+
+def test_refused_recipients_fail_with_the_servers_reason(
+    db: Database, session: Session, settings: Settings, tmp_path: Path
+) -> None:
+    from tests.delivery.conftest import Recorder
+    from zgoda.delivery.sink import SmtpServerThread
+
+    setup = sending_setup(session, eligible=2)
+    refused_address = setup.eligible[1].email
+    assert refused_address is not None
+    handler = Recorder(rcpt_replies={refused_address: "550 5.1.1 <x>: Recipient address rejected: User unknown"})
+    with SmtpServerThread(handler) as server:
+        campaigns.send_campaign(session, campaign_id=setup.campaign.id)
+        session.commit()
+        sending.prepare(db, setup.campaign.id)
+        outcome = sending.run(
+            db, setup.campaign.id, settings, smtp=SmtpSettings(host="127.0.0.1", port=server.port), connections=1
+        )
+    assert (outcome.sent, outcome.failed) == (1, 1)
+    row = session.scalars(select(Send).where(Send.contact_id == setup.eligible[1].id)).one()
+    assert (row.status, row.reason) == (SendStatus.FAILED, "smtp_5.1.1")
+    assert row.smtp_reply is not None and "User unknown" in row.smtp_reply
+
+
+def test_sending_twice_is_a_no_op_that_says_so(session: Session) -> None:
+    setup = sending_setup(session, eligible=1)
+    first = campaigns.send_campaign(session, campaign_id=setup.campaign.id)
+    second = campaigns.send_campaign(session, campaign_id=setup.campaign.id)
+    assert (first.action, second.action) == ("started", "already_sending")
+    assert "already" in second.message
+
+
+def test_a_campaign_needs_the_senders_identity(session: Session) -> None:
+    setup = sending_setup(session, eligible=1, controller=False)
+    with pytest.raises(InvalidInput) as error:
+        campaigns.send_campaign(session, campaign_id=setup.campaign.id)
+    assert error.value.field == "controller"
+    session.refresh(setup.campaign)
+    assert setup.campaign.status == CampaignStatus.DRAFT
+
+
+def test_scheduling_in_the_past_is_refused_and_cancel_before_start_works(session: Session) -> None:
+    from datetime import timedelta
+
+    from zgoda.core.clock import utcnow
+
+    setup = sending_setup(session, eligible=1)
+    with pytest.raises(InvalidInput) as error:
+        campaigns.send_campaign(session, campaign_id=setup.campaign.id, at=utcnow() - timedelta(minutes=1))
+    assert error.value.field == "scheduled_at"
+    later = utcnow() + timedelta(hours=2)
+    scheduled = campaigns.send_campaign(session, campaign_id=setup.campaign.id, at=later.replace(tzinfo=None))
+    assert scheduled.action == "scheduled"
+    assert setup.campaign.scheduled_at is not None  # a naive time is read in the workspace's zone (Europe/Warsaw)
+    assert abs((setup.campaign.scheduled_at - later).total_seconds()) > 60
+    assert campaigns.start_due_campaigns(session) == []
+    campaigns.cancel_campaign(session, campaign_id=setup.campaign.id)
+    assert setup.campaign.status == CampaignStatus.CANCELLED
+    with pytest.raises(Conflict):
+        campaigns.send_campaign(session, campaign_id=setup.campaign.id)
+
+
+def test_pause_stops_and_resume_finishes(db: Database, session: Session, settings: Settings, sink: SmtpSink) -> None:
+    setup = sending_setup(session, eligible=6)
+    settings.send_batch_size = 2
+    campaigns.send_campaign(session, campaign_id=setup.campaign.id)
+    session.commit()
+    sending.prepare(db, setup.campaign.id)
+
+    def pause_after_first_round(sent: int) -> None:
+        with db.transaction() as other:
+            from zgoda.core.tenancy import Actor, bind_scope
+
+            bind_scope(other, workspace_id=setup.workspace.id, actor=Actor.system("test"))
+            if campaigns.get_campaign(other, campaign_id=setup.campaign.id).status == CampaignStatus.SENDING:
+                campaigns.pause_campaign(other, campaign_id=setup.campaign.id)
+
+    first = sending.run(
+        db, setup.campaign.id, settings, smtp=_smtp(sink), connections=1, on_round=pause_after_first_round
+    )
+    assert first.stopped == CampaignStatus.PAUSED
+    assert 0 < sink.received < 6
+    session.expire_all()
+    campaigns.resume_campaign(session, campaign_id=setup.campaign.id)
+    session.commit()
+    second = sending.run(db, setup.campaign.id, settings, smtp=_smtp(sink), connections=2)
+    assert second.stopped == "done"
+    assert sink.received == 6
+    assert first.sent + second.sent == 6
