@@ -139,3 +139,13 @@ def test_the_typer_command_registers_with_its_options() -> None:
     assert result.exit_code == 0
     for option in ("--port", "--maildir", "--host", "--discard"):
         assert option in result.output
+
+
+def test_a_sink_that_cannot_store_answers_with_a_temporary_failure(tmp_path: Path) -> None:
+    with SmtpSink(tmp_path / "box") as sink, SmtpConnection(settings(sink)) as conn:
+        (tmp_path / "box" / "tmp").rmdir()
+        outcome = send_message(conn, SENDER, "a@example.org", message())
+        assert (outcome.accepted, outcome.code, outcome.permanent) == (False, 451, False)
+        assert "could not store" in outcome.text
+        (tmp_path / "box" / "tmp").mkdir()
+        assert send_message(conn, SENDER, "a@example.org", message()).accepted

@@ -24,6 +24,7 @@ from zgoda.delivery.transport import (
     SmtpTlsError,
     normalise_message,
     send_message,
+    smtp_settings_from,
 )
 
 SENDER = "bounces@zgoda.example"
@@ -301,3 +302,20 @@ def test_prepare_twice_without_completing_is_a_programming_error(server: Server)
         with pytest.raises(RuntimeError, match="complete\\(\\) or abandon\\(\\)"):
             conn.prepare(SENDER, "b@example.org", message())
         assert conn.complete().accepted
+
+
+def test_settings_come_from_the_installation_settings() -> None:
+    from zgoda.core.settings import Settings
+
+    config = Settings(
+        smtp_host="relay.example", smtp_port=587, smtp_tls="starttls", smtp_username="u", smtp_password="p"
+    )
+    smtp = smtp_settings_from(config)
+    assert (smtp.host, smtp.port, smtp.security, smtp.username, smtp.password) == (
+        "relay.example",
+        587,
+        "starttls",
+        "u",
+        "p",
+    )
+    assert smtp.address == "relay.example:587"

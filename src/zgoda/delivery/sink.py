@@ -174,7 +174,10 @@ class _SinkHandler:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802
         key = ""
         if self.maildir is not None:
-            key = self.store(envelope.mail_from or "", list(envelope.rcpt_tos), envelope.original_content or b"")
+            try:
+                key = self.store(envelope.mail_from or "", list(envelope.rcpt_tos), envelope.original_content or b"")
+            except OSError as error:  # disk full, folder removed: temporary, the client may retry
+                return f"451 4.3.0 The sink could not store the message: {error.strerror or error}"
         with self.condition:
             self.received += 1
             self.condition.notify_all()

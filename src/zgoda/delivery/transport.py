@@ -28,7 +28,10 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from zgoda.core.settings import Settings
 
 __all__ = [
     "Prepared",
@@ -42,6 +45,7 @@ __all__ = [
     "SmtpTlsError",
     "normalise_message",
     "send_message",
+    "smtp_settings_from",
 ]
 
 Security = Literal["none", "starttls", "tls"]
@@ -595,3 +599,25 @@ class SmtpPool:
 
     def __exit__(self, *exc: object) -> None:
         self.close_all()
+
+
+def smtp_settings_from(config: Settings) -> SmtpSettings:
+    """``SmtpSettings`` from the installation's settings (``ZGODA_SMTP_*``).
+
+    Reads ``smtp_host``, ``smtp_port``, ``smtp_tls``, ``smtp_username``, ``smtp_password``, and, once
+    they exist, ``smtp_verify_certificate``, ``smtp_ca_file``, ``smtp_local_hostname``,
+    ``smtp_timeout`` and ``smtp_max_messages_per_connection`` (defaults otherwise).
+    """
+    password = config.smtp_password.get_secret_value() if config.smtp_password is not None else None
+    return SmtpSettings(
+        host=config.smtp_host,
+        port=config.smtp_port,
+        security=config.smtp_tls,
+        username=config.smtp_username,
+        password=password,
+        timeout=float(getattr(config, "smtp_timeout", 30.0)),
+        verify_certificate=bool(getattr(config, "smtp_verify_certificate", True)),
+        ca_file=getattr(config, "smtp_ca_file", None),
+        local_hostname=getattr(config, "smtp_local_hostname", None),
+        max_messages_per_connection=int(getattr(config, "smtp_max_messages_per_connection", 1000)),
+    )
