@@ -1,0 +1,105 @@
+"""Never twice, never skipped: sending processes killed with SIGKILL mid-campaign, a real SMTP sink counting.
+
+Each run is ``zgoda campaign send NAME --wait`` in its own process (without a broker the command sends
+itself). The first two are killed once the sink has received some of the messages; the last finishes.
+Then every eligible contact must have exactly one message at the sink, and nobody else any.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from tests.support.sending import sending_setup
+from zgoda.campaigns.models import Campaign, CampaignStatus, Send, SendStatus
+from zgoda.core.db import Database
+from zgoda.core.tenancy import Actor, bind_scope, unscoped
+from zgoda.delivery.sink import SmtpSink
+
+ELIGIBLE = 240
+WAIT = 120.0  # seconds: an upper bound for the runs, never a measured figure
+
+
+def _run(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    command = [
+        sys.executable,
+        "-m",
+        "zgoda.cli",
+        "campaign",
+        "send",
+        "Karta zimowa",
+        "--workspace",
+        env["SLUG"],
+        "--wait",
+    ]
+    return subprocess.Popen(command, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _kill_when(process: subprocess.Popen[bytes], sink: SmtpSink, received: int) -> None:
+    deadline = time.monotonic() + WAIT
+    while sink.received < received:
+        assert process.poll() is None, "the sending process ended before it could be killed"
+        assert time.monotonic() < deadline, f"the sink got only {sink.received} messages"
+        time.sleep(0.002)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=WAIT)
+
+
+def test_killed_senders_deliver_every_message_exactly_once(fresh_database_url: str, tmp_path: Path) -> None:
+    database = Database.from_url(fresh_database_url)
+    with database.transaction() as session:
+        setup = sending_setup(session, eligible=ELIGIBLE)
+        slug = setup.workspace.slug
+        campaign_id = setup.campaign.id
+        eligible = {c.email for c in setup.eligible}
+    maildir = tmp_path / "maildir"
+    log = tmp_path / "runs.log"
+    with SmtpSink(maildir) as sink:
+        env = {
+            **os.environ,
+            "SLUG": slug,
+            "ZGODA_DATABASE_URL": fresh_database_url,
+            "ZGODA_DATA_DIR": str(tmp_path),
+            "ZGODA_SECRET_KEY": "crash-test-secret-0123456789abcdef",
+            "ZGODA_BASE_URL": "https://zgoda.example.com",
+            "ZGODA_SMTP_HOST": sink.host,
+            "ZGODA_SMTP_PORT": str(sink.port),
+            "ZGODA_SMTP_CONNECTIONS": "3",
+            "ZGODA_SEND_BATCH_SIZE": "10",
+            "ZGODA_SEND_LEASE_SECONDS": "2",
+        }
+        env.pop("ZGODA_BROKER_URL", None)
+        _kill_when(_run(env, log), sink, 30)
+        killed_at = sink.received
+        _kill_when(_run(env, log), sink, killed_at + 60)
+        last = _run(env, log)
+        assert last.wait(timeout=WAIT) == 0, log.read_text()
+
+    delivered = Counter()
+    for path in (maildir / "new").iterdir():
+        for line in path.read_bytes().split(b"\r\n"):
+            if line.startswith(b"Delivered-To: "):
+                delivered[line.removeprefix(b"Delivered-To: ").decode()] += 1
+            if not line:
+                break
+    assert set(delivered) == eligible, "someone was skipped, or someone without consent got a message"
+    assert max(delivered.values()) == 1, f"sent twice: {[a for a, n in delivered.items() if n > 1]}"
+
+    with database.transaction() as session:
+        bind_scope(session, workspace_id=None, actor=Actor.system("test"))
+        with unscoped(session):
+            assert session.get(Campaign, campaign_id).status == CampaignStatus.SENT  # type: ignore[union-attr]
+            statuses = dict(
+                session.execute(
+                    select(Send.status, func.count()).where(Send.campaign_id == campaign_id).group_by(Send.status)
+                ).all()
+            )
+    assert statuses == {SendStatus.SENT: ELIGIBLE, SendStatus.REFUSED: 2}
+    database.engine.dispose()
