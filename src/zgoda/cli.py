@@ -259,7 +259,7 @@ def demo() -> None:
     _ensure_schema(settings)
     database = Database.from_url(settings.resolved_database_url)
     try:
-        info = seed_demo_database(database, storage_dir=settings.data_dir)
+        info = seed_demo_database(database, storage_dir=settings.data_dir, secret=settings.resolved_secret_key())
     finally:
         database.engine.dispose()
     _print_demo(info, settings.base_url)
@@ -276,6 +276,11 @@ def _print_demo(info: object, base_url: str) -> None:
     console.print(table)
     if info.new_api_token:
         console.print(f"Demo API token (shown once): {info.new_api_token}")
+    if info.dkim_record:
+        name, value = info.dkim_record
+        console.print("DKIM key of the demo's sending domain; publish this TXT record for a real domain:")
+        console.print(f"{name}. IN TXT {value}", highlight=False, soft_wrap=True)
+    console.print("Ready to send: campaign 'Karta zimowa 2026' (Campaigns, or `zgoda campaign send`).")
 
 
 @app.command()
@@ -298,10 +303,12 @@ def serve(
 
         database = Database.from_url(settings.resolved_database_url)
         try:
-            info = seed_demo_database(database, storage_dir=settings.data_dir)
+            info = seed_demo_database(database, storage_dir=settings.data_dir, secret=settings.resolved_secret_key())
         finally:
             database.engine.dispose()
         _print_demo(info, settings.base_url)
+    if with_demo and settings.smtp_host in ("127.0.0.1", "localhost"):
+        _start_demo_sink(settings)
     application = create_app(settings)
     if not settings.broker_url:
         from zgoda.core.tasks import start_embedded_worker
@@ -315,6 +322,21 @@ def serve(
     start_scheduler()
     console.print(f"Zgoda is listening on [bold]{settings.base_url}[/bold]  (Ctrl+C stops it)")
     uvicorn.run(application, host=host, port=port, log_level="info")
+
+
+def _start_demo_sink(settings: Settings) -> None:
+    """The demo sends to a local SMTP sink in this process, which keeps every message in a Maildir."""
+    from zgoda.delivery.sink import SmtpSink
+
+    maildir = settings.sink_maildir or settings.data_dir / "sink"
+    sink = SmtpSink(maildir, host=settings.smtp_host, port=settings.smtp_port)
+    try:
+        sink.start()
+    except OSError as error:
+        console.print(f"No local SMTP sink started ({error}); is `zgoda smtp-sink` already running?")
+        return
+    settings.sink_maildir = maildir
+    console.print(f"Demo mail goes to a local SMTP sink on {settings.smtp_host}:{sink.port}, kept in {maildir}.")
 
 
 @app.command()

@@ -16,6 +16,7 @@ from zgoda.accounts.models import User, Workspace
 from zgoda.accounts.roles import Role
 from zgoda.core.db import Database
 from zgoda.core.tenancy import Actor, bind_scope
+from zgoda.demo.campaigns import seed_campaigns
 from zgoda.demo.consent import seed_consent
 from zgoda.demo.imports import queue_shop_import, run_queued
 
@@ -48,6 +49,7 @@ class DemoInfo:
     new_api_token: str | None = None
     pending_import: int | None = None
     created: list[str] = field(default_factory=list)
+    dkim_record: tuple[str, str] | None = None
 
 
 def seed_demo(session: Session, *, storage_dir: Path) -> DemoInfo:
@@ -86,9 +88,15 @@ def seed_demo(session: Session, *, storage_dir: Path) -> DemoInfo:
     return info
 
 
-def seed_demo_database(database: Database, *, storage_dir: Path) -> DemoInfo:
-    """Seed the demo in its own transactions, then run the demo's import job like a worker would."""
+def seed_demo_database(database: Database, *, storage_dir: Path, secret: bytes | None = None) -> DemoInfo:
+    """Seed the demo in its own transactions, run the demo's import job like a worker would, then the campaign."""
     with database.transaction() as session:
         info = seed_demo(session, storage_dir=storage_dir)
     run_queued(database, info.pending_import)
+    if secret is not None:
+        with database.transaction() as session:
+            bind_scope(session, workspace_id=None, actor=Actor.system("demo"))
+            demo = accounts.get_workspace_by_slug(session, DEMO_SLUG)
+            bind_scope(session, workspace_id=demo.id, actor=Actor.system("demo"))
+            info.dkim_record = seed_campaigns(session, secret=secret)
     return info
