@@ -24,6 +24,7 @@ from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
+from tests.support.campaigns import make_campaign, make_list, make_segment, make_sending_domain, make_template
 from tests.support.factories import TenantPair, as_system, make_member, make_tenant_pair, make_token
 from zgoda.accounts import service as accounts
 from zgoda.accounts.models import ApiToken, Membership, User, Workspace
@@ -122,6 +123,26 @@ def _job_id(session: Session, workspace: Workspace) -> int:
     return imports.create_job(session, source_id=source_id, staged=staged, dry_run=True).job.id
 
 
+def _list_id(session: Session, workspace: Workspace) -> int:
+    return make_list(session, workspace, name=f"List {next(_numbers)} {_mark(workspace)}").id
+
+
+def _segment_id(session: Session, workspace: Workspace) -> int:
+    return make_segment(session, workspace, name=f"Segment {next(_numbers)} {_mark(workspace)}").id
+
+
+def _template_id(session: Session, workspace: Workspace) -> int:
+    return make_template(session, workspace, name=f"Template {next(_numbers)} {_mark(workspace)}").id
+
+
+def _campaign_id(session: Session, workspace: Workspace) -> int:
+    return make_campaign(session, workspace, name=f"Campaign {next(_numbers)} {_mark(workspace)}").id
+
+
+def _domain_id(session: Session, workspace: Workspace) -> int:
+    return make_sending_domain(session, workspace).id
+
+
 # One factory per path parameter name used anywhere in the app: it makes an object in
 # the given workspace and returns its id (or key). A route with an unknown parameter fails below.
 ID_FACTORIES: dict[str, Callable[[Session, Workspace], int | str]] = {
@@ -135,6 +156,11 @@ ID_FACTORIES: dict[str, Callable[[Session, Workspace], int | str]] = {
     "notice_id": _notice_id,
     "contact_id": _contact_id,
     "job_id": _job_id,
+    "list_id": _list_id,
+    "segment_id": _segment_id,
+    "template_id": _template_id,
+    "campaign_id": _campaign_id,
+    "domain_id": _domain_id,
 }
 
 

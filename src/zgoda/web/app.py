@@ -22,8 +22,12 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     """Build the application; tests pass their own settings and database."""
     from zgoda.accounts import api as accounts_api
     from zgoda.accounts import views as accounts_views
+    from zgoda.audiences import api as audiences_api
+    from zgoda.audiences import views as audiences_views
     from zgoda.audit import api as audit_api
     from zgoda.audit import views as audit_views
+    from zgoda.campaigns import api as campaigns_api
+    from zgoda.campaigns import views as campaigns_views
     from zgoda.consent import api as consent_api
     from zgoda.consent import views as consent_views
     from zgoda.contacts import api as contacts_api
@@ -56,6 +60,8 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         contacts_api.router,
         imports_api.router,
         connectors_api.router,
+        audiences_api.router,
+        campaigns_api.router,
     )
     page_routers = (
         accounts_views.router,
@@ -63,6 +69,8 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         consent_views.router,
         contacts_views.router,
         imports_views.router,
+        audiences_views.router,
+        campaigns_views.router,
     )
     mounted += [("/api/v1", router) for router in api_routers]
     mounted += [("", router) for router in page_routers]
