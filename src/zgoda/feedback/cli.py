@@ -39,7 +39,10 @@ def parse(
         failures.append(name)
         err.print(f"[red]Error:[/red] cannot read {name}: {error.strerror or error}", markup=True, highlight=False)
 
-    table = Table("file", *_COLUMNS)
+    table = Table()
+    for column in ("file", *_COLUMNS):
+        wrap = column in {"file", "recipient", "send_ref"}
+        table.add_column(column, overflow="fold" if wrap else "ellipsis", no_wrap=not wrap)
     for path in files:
         for name, raw in iter_messages(path, on_error=report_error):
             for report in parse_message(raw, bounce_domain=bounce_domain):

@@ -14,6 +14,7 @@ import html
 import quopri
 import re
 from collections.abc import Iterator
+from email.errors import MessageError
 from email.header import decode_header, make_header
 from email.message import Message
 
@@ -63,7 +64,9 @@ def clean_header(value: object) -> str:
     if any("\udc80" <= char <= "\udcff" for char in text):
         text = from_surrogates(text)
     if "=?" in text:
-        with contextlib.suppress(ValueError, LookupError, UnicodeError, TypeError, AssertionError, IndexError):
+        with contextlib.suppress(
+            MessageError, ValueError, LookupError, UnicodeError, TypeError, AssertionError, IndexError
+        ):
             text = str(make_header(decode_header(text)))
     return _SPACE_RE.sub(" ", text).strip()
 
@@ -131,23 +134,30 @@ def part_text(part: Message, limit: int = TEXT_LIMIT) -> str:
     payload = part.get_payload()
     if not isinstance(payload, str):
         return ""
-    encoding = str(part.get("content-transfer-encoding", "") or "").strip().lower()
-    if encoding == "base64":
-        chunk = _BASE64_JUNK_RE.sub("", payload[: limit * 4 // 3 + 4096])
-        chunk = chunk[: len(chunk) // 4 * 4]
-        try:
-            data = binascii.a2b_base64(chunk)
-        except (binascii.Error, ValueError):
-            data = b""
-    elif encoding == "quoted-printable":
-        data = quopri.decodestring(payload[: limit + limit // 2].encode("utf-8", "surrogateescape"))
-    else:
-        data = payload[:limit].encode("utf-8", "surrogateescape")
+    data = _transfer_decode(payload, _encoding(part), limit)
     try:
         charset = part.get_content_charset()
     except (ValueError, TypeError, LookupError, AttributeError, IndexError):
         charset = None
     return normalise_newlines(decode_bytes(data[:limit], charset))
+
+
+def _encoding(part: Message) -> str:
+    return str(part.get("content-transfer-encoding", "") or "").strip().lower()
+
+
+def _transfer_decode(payload: str, encoding: str, limit: int) -> bytes:
+    """The bytes of (the start of) a payload under its Content-Transfer-Encoding; broken base64 gives b""."""
+    if encoding == "base64":
+        chunk = _BASE64_JUNK_RE.sub("", payload[: limit * 4 // 3 + 4096])
+        chunk = chunk[: len(chunk) // 4 * 4]
+        try:
+            return binascii.a2b_base64(chunk)
+        except (binascii.Error, ValueError):
+            return b""
+    if encoding == "quoted-printable":
+        return quopri.decodestring(payload[: limit + limit // 2].encode("utf-8", "surrogateescape"))
+    return payload[:limit].encode("utf-8", "surrogateescape")
 
 
 def normalise_newlines(text: str) -> str:
@@ -238,6 +248,16 @@ def header_block(text: str) -> Headers:
 def fields_of(part: Message) -> list[list[tuple[str, str]]]:
     """The field blocks of a delivery-status or feedback-report part, whichever way the parser stored it."""
     payload = part.get_payload()
+    if isinstance(payload, list) and _encoding(part) in {"base64", "quoted-printable"}:
+        # the parser split encoded text into "blocks" of garbage: put it back together and decode it
+        pieces: list[str] = []
+        for block in payload:
+            if isinstance(block, Message):
+                pieces.extend(f"{name}:{value}" for name, value in block.raw_items())
+                body = block.get_payload()
+                pieces.append(body if isinstance(body, str) else "")
+        data = _transfer_decode("\n".join(pieces), _encoding(part), TEXT_LIMIT)
+        return parse_fields(normalise_newlines(decode_bytes(data, None)))
     if isinstance(payload, list):
         blocks: list[list[tuple[str, str]]] = []
         for block in payload:
