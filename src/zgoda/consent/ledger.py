@@ -248,6 +248,15 @@ def record_events(session: Session, events: Sequence[NewEvent], *, now: datetime
     ]
     validity = {event.purpose.id: _validity(event.purpose) for event in events}
     _materialise(session, writer, workspace_id, facts, validity, now)
+    withdrawals = [
+        (event.contact.id, event.purpose.key, occurred_at.isoformat())
+        for event, occurred_at in zip(events, occurred, strict=True)
+        if event.event_type == EventType.WITHDRAW
+    ]
+    if withdrawals:  # Art. 7(3) and 19: the source systems that know the contact hear of it at once
+        from zgoda.contacts.connectors.outbound import queue_withdrawal_notices
+
+        queue_withdrawal_notices(session, contact_ids_by_purpose=withdrawals)
     return ids
 
 
