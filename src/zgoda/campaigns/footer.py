@@ -1,0 +1,138 @@
+"""The platform's mandatory footer: who sends, from where, why you get it, and how to leave.
+
+Every campaign message carries it, in Polish or English: the sender's name and postal address, the
+purpose the address is used for and the source it came from, a one-click unsubscribe link and a link
+to the preference centre. The template cannot remove or hide it: ``attach_footer`` re-parses the
+template's HTML as HTML5 and re-serialises it balanced, without stylesheets, with the body's own
+styling moved onto a wrapper, and appends the footer after that wrapper as the last child of
+``<body>`` (see ``htmlsafe`` for the details). The footer's own styles are inline and ``!important``.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from html import escape
+
+from zgoda.campaigns.htmlsafe import sanitise
+from zgoda.core.errors import InvalidInput
+
+FOOTER_CLASS = "zgoda-footer"
+_BOX_STYLE = (
+    "display:block !important;visibility:visible !important;opacity:1 !important;position:relative !important;"
+    "z-index:2147483647 !important;clear:both !important;float:none !important;transform:none !important;"
+    "filter:none !important;height:auto !important;max-height:none !important;overflow:visible !important;"
+    "margin:24px 0 0 0 !important;padding:16px !important;border-top:1px solid #dddddd !important;"
+    "background:#ffffff !important;color:#444444 !important;font-family:Arial,Helvetica,sans-serif !important;"
+    "font-size:13px !important;line-height:1.5 !important;text-align:left !important;text-indent:0 !important;"
+    "letter-spacing:normal !important;direction:ltr !important"
+)
+_P_STYLE = (
+    "display:block !important;visibility:visible !important;margin:0 0 8px 0 !important;color:#444444 !important;"
+    "font-size:13px !important;line-height:1.5 !important"
+)
+_A_STYLE = "color:#1a56db !important;text-decoration:underline !important;font-size:13px !important"
+
+
+@dataclass(frozen=True)
+class FooterContext:
+    """What the footer says for one message; values are plain text (escaped here)."""
+
+    sender_name: str
+    postal_address: str
+    purpose_label: str
+    source_label: str | None
+    unsubscribe_url: str
+    preferences_url: str
+    language: str  # "pl" or "en"
+
+
+_WORDS = {
+    "pl": {
+        "sent_by": "Nadawca tej wiadomości: {sender}, {address}.",
+        "purpose": "Otrzymujesz ją w celu: {purpose}.",
+        "source": "Twój adres pochodzi z: {source}.",
+        "unsubscribe": "Wypisz się",
+        "preferences": "Zmień ustawienia zgód",
+        "unsubscribe_text": "Wypisz się: {url}",
+        "preferences_text": "Zmień ustawienia zgód: {url}",
+    },
+    "en": {
+        "sent_by": "This message was sent by {sender}, {address}.",
+        "purpose": "You receive it for: {purpose}.",
+        "source": "Your address comes from: {source}.",
+        "unsubscribe": "Unsubscribe",
+        "preferences": "Manage your preferences",
+        "unsubscribe_text": "Unsubscribe: {url}",
+        "preferences_text": "Manage your preferences: {url}",
+    },
+}
+
+
+def _checked(ctx: FooterContext) -> dict[str, str]:
+    if ctx.language not in _WORDS:
+        raise InvalidInput(f"footer language must be pl or en, not {ctx.language!r}", field="language")
+    for name in ("unsubscribe_url", "preferences_url"):
+        url = getattr(ctx, name)
+        if not url.startswith(("https://", "http://")) or any(ch.isspace() for ch in url):
+            raise InvalidInput(f"{name} must be an http(s) address without spaces", field=name)
+    for name in ("sender_name", "postal_address", "purpose_label"):
+        if not getattr(ctx, name).strip():
+            raise InvalidInput(f"the footer needs a {name.replace('_', ' ')}", field=name)
+    return _WORDS[ctx.language]
+
+
+def _one_line(value: str) -> str:
+    return " ".join(value.split())
+
+
+def footer_html(ctx: FooterContext) -> str:
+    """The footer as a self-contained ``<div>`` with inline, ``!important`` styles; every value escaped."""
+    words = _checked(ctx)
+    sent_by = words["sent_by"].format(
+        sender=escape(_one_line(ctx.sender_name)), address=escape(_one_line(ctx.postal_address))
+    )
+    lines = [sent_by, words["purpose"].format(purpose=escape(_one_line(ctx.purpose_label)))]
+    if ctx.source_label and ctx.source_label.strip():
+        lines.append(words["source"].format(source=escape(_one_line(ctx.source_label))))
+    paragraphs = "".join(f'<p style="{_P_STYLE}">{line}</p>' for line in lines)
+    links = (
+        f'<a href="{escape(ctx.unsubscribe_url)}" style="{_A_STYLE}">{words["unsubscribe"]}</a>'
+        " &middot; "
+        f'<a href="{escape(ctx.preferences_url)}" style="{_A_STYLE}">{words["preferences"]}</a>'
+    )
+    return (
+        f'<div class="{FOOTER_CLASS}" lang="{ctx.language}" dir="ltr" style="{_BOX_STYLE}">'
+        f'{paragraphs}<p style="{_P_STYLE}">{links}</p></div>'
+    )
+
+
+def footer_text(ctx: FooterContext) -> str:
+    """The footer for the text part: the same facts, the links written out in full."""
+    words = _checked(ctx)
+    lines = [
+        words["sent_by"].format(sender=_one_line(ctx.sender_name), address=_one_line(ctx.postal_address)),
+        words["purpose"].format(purpose=_one_line(ctx.purpose_label)),
+    ]
+    if ctx.source_label and ctx.source_label.strip():
+        lines.append(words["source"].format(source=_one_line(ctx.source_label)))
+    lines.append(words["unsubscribe_text"].format(url=ctx.unsubscribe_url))
+    lines.append(words["preferences_text"].format(url=ctx.preferences_url))
+    return "\n".join(["-" * 40, *lines]) + "\n"
+
+
+def attach_footer(html: str, footer_html: str) -> str:
+    """The template's html made balanced and style-free, with ``footer_html`` as the last child of ``<body>``.
+
+    Unclosed elements, comments, ``<template>``/``<noscript>``/``<style>``/``<title>``/``<textarea>`` are
+    closed or removed by an HTML5 parse first, so nothing the template leaves open can swallow the footer.
+    """
+    slot = f"<!--zgoda-footer-{secrets.token_hex(8)}-->"
+    before, _, after = sanitise(html, slot=slot).rpartition(slot)
+    return before + footer_html + after
+
+
+def attach_footer_text(text: str, footer_text: str) -> str:
+    """The text part with the footer after one blank line."""
+    body = text.rstrip()
+    return f"{body}\n\n{footer_text}" if body else footer_text
