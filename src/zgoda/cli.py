@@ -367,10 +367,11 @@ def _register_domain_commands() -> None:
     app.add_typer(campaign_app, name="campaign")
     app.add_typer(domain_app, name="domain")
     app.command("smtp-sink")(smtp_sink)
-    try:
-        from zgoda.feedback.cli import feedback_app
-    except ImportError:  # pragma: no cover - the feedback parser is being written
-        return
+    from zgoda.feedback.cli import feedback_app
+    from zgoda.feedback.intake_cli import ingest, poll
+
+    feedback_app.command("ingest")(ingest)
+    feedback_app.command("poll")(poll)
     app.add_typer(feedback_app, name="feedback")
 
 

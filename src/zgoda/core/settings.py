@@ -60,6 +60,18 @@ class Settings(BaseSettings):
         default=60.0, gt=0, description="How long claimed sends stay a worker's before another may take them."
     )
     send_parallel_tasks: int = Field(default=2, ge=1, le=64, description="Worker tasks one campaign is split into.")
+    imap_host: str | None = Field(default=None, description="The bounce mailbox, read by `zgoda feedback poll`.")
+    imap_port: int = 993
+    imap_username: str | None = None
+    imap_password: SecretStr | None = None
+    imap_security: Literal["tls", "starttls", "none"] = "tls"
+    imap_folder: str = "INBOX"
+    ses_topic_arns: list[str] = Field(default_factory=list, description="SNS topics whose SES events are accepted.")
+    sendgrid_public_key: str | None = Field(default=None, description="SendGrid's signed-webhook verification key.")
+    mailgun_signing_key: SecretStr | None = Field(default=None, description="Mailgun's HTTP webhook signing key.")
+    postmark_webhook_token: SecretStr | None = Field(
+        default=None, description="Secret path token of the Postmark webhook URL (/hooks/postmark/<token>)."
+    )
     sink_maildir: Path | None = Field(default=None, description="The Maildir the local SMTP sink writes (UI).")
 
     broker_url: str | None = Field(default=None, description="Celery broker; unset runs tasks in-process.")
