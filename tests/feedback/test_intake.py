@@ -6,6 +6,7 @@ import socketserver
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from sqlalchemy import func, select
@@ -56,7 +57,8 @@ To: {recipient}
 
 
 def _mailto_unsubscribe(ref: str) -> bytes:
-    return f"From: klient@example.pl\r\nTo: unsubscribe+{ref}@kawiarnia.example.pl\r\nSubject: unsubscribe\r\n\r\n".encode()
+    headers = f"From: klient@example.pl\r\nTo: unsubscribe+{ref}@kawiarnia.example.pl\r\nSubject: unsubscribe\r\n"
+    return (headers + "\r\n").encode()
 
 
 def _sent(session: Session, setup: SendingSetup, index: int) -> Send:
@@ -102,8 +104,8 @@ def test_a_maildir_is_applied_once_however_often_it_is_read(
 class _ImapHandler(socketserver.StreamRequestHandler):
     """Just enough IMAP4rev1 for a client that logs in, searches UNSEEN, fetches and flags messages."""
 
-    messages: dict[int, bytes] = {}
-    seen: set[int] = set()
+    messages: ClassVar[dict[int, bytes]] = {}
+    seen: ClassVar[set[int]] = set()
 
     def _say(self, line: str) -> None:
         self.wfile.write(line.encode() + b"\r\n")
@@ -151,7 +153,7 @@ def test_the_bounce_mailbox_is_read_over_imap(
     mailbox: tuple[SendingSetup, list[Send], Path],
     imap_server: tuple[socketserver.TCPServer, type[_ImapHandler]],
 ) -> None:
-    setup, sends, maildir = mailbox
+    _, _, maildir = mailbox
     server, handler = imap_server
     handler.messages = {uid: path.read_bytes() for uid, path in enumerate(sorted((maildir / "new").iterdir()), 1)}
     settings = ImapSettings(
