@@ -12,6 +12,7 @@ says the recipient objects, and a complaint suppresses the address.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from email.message import Message
 
@@ -34,6 +35,8 @@ from zgoda.feedback.parsing.report import FeedbackReport
 FEEDBACK_TYPE = "message/feedback-report"
 NOT_COMPLAINTS = frozenset({"not-spam", "auth-failure"})
 JMRP_HEADER = "x-hmxmroriginalrecipient"
+_FEEDBACK_RE = re.compile(rb"feedback-report", re.IGNORECASE)
+_JMRP_RE = re.compile(rb"x-hmxmroriginalrecipient", re.IGNORECASE)
 
 
 @dataclass
@@ -44,6 +47,8 @@ class _Entry:
 
 def read(context: Context) -> list[FeedbackReport] | None:
     """The reports of every feedback-report part, or None when there is none."""
+    if context.raw and not context.mentions(_FEEDBACK_RE):
+        return None
     entries = _entries(context.message)
     if not entries:
         return None
@@ -55,6 +60,8 @@ def read(context: Context) -> list[FeedbackReport] | None:
 
 def read_jmrp(context: Context) -> list[FeedbackReport] | None:
     """A complaint that only returns the original with ``X-HmXmrOriginalRecipient`` (old Hotmail JMRP)."""
+    if context.raw and not context.mentions(_JMRP_RE):
+        return None
     reports: list[FeedbackReport] = []
     for part in context.original_parts:
         original = original_headers(part)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from email.message import Message
 from functools import cached_property
 
@@ -27,8 +28,9 @@ _NOT_RECIPIENT_LOCALS = frozenset({"mailer-daemon", "postmaster", "mailerdaemon"
 class Context:
     """One parsed inbound message and the facts about it that several readers use (each computed once)."""
 
-    def __init__(self, message: Message, bounce_domain: str | None) -> None:
+    def __init__(self, message: Message, bounce_domain: str | None, raw: bytes = b"") -> None:
         self.message = message
+        self.raw = raw
         self.bounce_domain = bounce_domain.strip().lower() if bounce_domain else None
         self.headers: Headers = header_map(message)
 
@@ -100,6 +102,10 @@ class Context:
     def ref_from_original(self, original: Headers) -> str | None:
         """The ref in a returned original's headers."""
         return refs.original_ref(original, self.bounce_domain)
+
+    def mentions(self, pattern: re.Pattern[bytes]) -> bool:
+        """Whether the raw message contains ``pattern`` anywhere: a cheap test before a reader walks the parts."""
+        return pattern.search(self.raw) is not None
 
     @property
     def subject(self) -> str:

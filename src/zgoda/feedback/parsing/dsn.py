@@ -22,10 +22,13 @@ STATUS_TYPES = frozenset({"message/delivery-status", "message/global-delivery-st
 _SKIPPED_ACTIONS = frozenset({"delivered", "relayed", "expanded"})
 _DIAGNOSTIC_TYPE_RE = re.compile(r"^\s*[A-Za-z][\w.-]{0,20}\s*;\s*")
 _RECIPIENT_FIELDS = ("final-recipient", "original-recipient")
+_STATUS_RE = re.compile(rb"delivery-status", re.IGNORECASE)
 
 
 def read(context: Context) -> list[FeedbackReport] | None:
     """The reports of a DSN, or None when the message has no readable delivery-status part."""
+    if context.raw and not context.mentions(_STATUS_RE):
+        return None
     parts = [part for part in context.report_parts if content_type(part) in STATUS_TYPES]
     if not parts:
         return None

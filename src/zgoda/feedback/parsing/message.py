@@ -41,7 +41,7 @@ def _parse(raw: bytes, bounce_domain: str | None) -> list[FeedbackReport]:
     head = data[:65536]
     if b"\r" in head and b"\n" not in head:
         data = data.replace(b"\r", b"\n")
-    context = Context(_PARSER.parsebytes(data), bounce_domain)
+    context = Context(_PARSER.parsebytes(data), bounce_domain, data)
     for reader in (arf.read, dsn.read, ses.read, textual.read, arf.read_jmrp):
         reports = reader(context)
         if reports:

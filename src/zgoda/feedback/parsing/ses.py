@@ -9,6 +9,7 @@ Complaints carry ``complaintFeedbackType`` as the feedback type.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from zgoda.feedback.kinds import BounceClass, BounceReason, FeedbackKind
@@ -19,6 +20,7 @@ from zgoda.feedback.parsing.mime import Headers, one_line
 from zgoda.feedback.parsing.report import FeedbackReport
 
 _JSON_LIMIT = 256 * 1024
+_SES_RE = re.compile(rb"notificationType|bm90aWZpY2F0aW9uVHlwZ")  # also its base64 spelling
 _TRANSIENT_REASONS = {
     "mailboxfull": BounceReason.MAILBOX_FULL,
     "messagetoolarge": BounceReason.MESSAGE_TOO_LARGE,
@@ -29,6 +31,8 @@ _TRANSIENT_REASONS = {
 
 def read(context: Context) -> list[FeedbackReport] | None:
     """The reports of an SES notification email, or None when the body is not one."""
+    if context.raw and not context.mentions(_SES_RE):
+        return None
     text = context.report_text.strip()
     if "notificationType" not in text[:_JSON_LIMIT]:
         return None

@@ -17,7 +17,7 @@ from zgoda.feedback.kinds import FeedbackKind
 from zgoda.feedback.parsing import refs
 from zgoda.feedback.parsing.classify import classify, find_smtp_code, find_status
 from zgoda.feedback.parsing.context import Context
-from zgoda.feedback.parsing.mime import ADDRESS, Headers, addresses, first, header_block, one_line
+from zgoda.feedback.parsing.mime import ADDRESS, Headers, addresses, first, header_block, lowered, one_line
 from zgoda.feedback.parsing.report import FeedbackReport
 
 _MARKERS = re.compile(
@@ -62,8 +62,7 @@ _MARKERS = re.compile(
                 r"this is an automatically generated delivery status notification",
             ),
         )
-    ),
-    re.IGNORECASE,
+    )
 )
 _DAEMON_RE = re.compile(
     r"mailer-?daemon|mail-daemon|postmaster|mail delivery (?:subsystem|system|service)|"
@@ -82,7 +81,6 @@ _DELAY_RE = re.compile(
     r"this is a warning message only|has not yet been delivered|has been delayed|still being retried|"
     r"will (?:continue to )?(?:retry|try)|delivery delayed|message delayed|delayed mail|temporary failure|"
     r"opóźnion",
-    re.IGNORECASE,
 )
 _AUTO_REPLIED_RE = re.compile(r"auto-replied", re.IGNORECASE)
 _ORIGINAL_MARKER_RE = re.compile(
@@ -90,16 +88,15 @@ _ORIGINAL_MARKER_RE = re.compile(
     r"original message|unsent message|message header follows|returned message|the header of the original|"
     r"forwarded message|headers of the original|wiadomość oryginalna|oryginalna wiadomość|"
     r"исходное сообщение)|original message headers:|content-type: message/rfc822)",
-    re.IGNORECASE | re.MULTILINE,
+    re.MULTILINE,
 )
 _LINE_ADDRESS_RE = re.compile(rf"^[ \t]*<?(?:mailto:)?({ADDRESS})>?(?=[ \t]*(?::|\(|<mailto:|\.\.\.|$))", re.M)
 _PHRASE_ADDRESS_RE = re.compile(
     rf"(?:delivered to|deliver (?:your |the )?(?:message|mail|e-?mail) to|message to|delivery to|recipients?:|"
-    rf"odbiorc\w*:?|adresat\w*:?|\bdo|rcpt to:|получател\w*:?)\s{{0,12}}<?({ADDRESS})>?",
-    re.IGNORECASE,
+    rf"odbiorc\w*:?|adresat\w*:?|rcpt to:|получател\w*:?)\s{{0,12}}<?({ADDRESS})>?",
 )
 _REPLY_PATTERNS = tuple(
-    re.compile(pattern, re.IGNORECASE | re.MULTILINE)
+    re.compile(pattern, re.MULTILINE)
     for pattern in (
         r"remote server returned '([^'\n]{3,})'",
         r"remote host said:\s*(\S.*)",
@@ -119,18 +116,19 @@ _SEGMENT_LIMIT = 4000
 def read(context: Context) -> list[FeedbackReport] | None:
     """The reports of a free-text bounce, or None when the message does not look like one."""
     text = context.report_text
-    cut = _ORIGINAL_MARKER_RE.search(text)
+    cut = _ORIGINAL_MARKER_RE.search(lowered(text))
     head = text[: cut.start()] if cut else text
     head = head[:65536]
-    marker = _MARKERS.search(head)
+    low = lowered(head)
+    marker = _MARKERS.search(low)
     if marker is None and not _looks_like_bounce(context, head):
         return None
     format_name = marker.lastgroup if marker and marker.lastgroup else "generic"
     original = context.original or (header_block(text[cut.end() :]) if cut else {})
     ref = context.envelope_ref or context.ref_from_original(original)
     message_id = refs.original_message_id(original)
-    action = "delayed" if (_DELAY_RE.search(head) or _DELAY_RE.search(context.subject)) else "failed"
-    recipients = _candidates(context, head) or addresses(" ".join(original.get("to", ())))
+    action = "delayed" if (_DELAY_RE.search(low) or _DELAY_RE.search(context.subject.lower())) else "failed"
+    recipients = _candidates(context, head, low) or addresses(" ".join(original.get("to", ())))
     targets: list[str | None] = [*recipients] or [None]
     reports: list[FeedbackReport] = []
     for recipient in targets:
@@ -170,10 +168,10 @@ def _looks_like_bounce(context: Context, head: str) -> bool:
     return find_smtp_code(head) is not None or find_status(head) is not None
 
 
-def _candidates(context: Context, head: str) -> list[str]:
+def _candidates(context: Context, head: str, low: str) -> list[str]:
     found: list[tuple[int, str]] = []
-    for pattern in (_LINE_ADDRESS_RE, _PHRASE_ADDRESS_RE):
-        for match in pattern.finditer(head):
+    for pattern, text in ((_LINE_ADDRESS_RE, head), (_PHRASE_ADDRESS_RE, low)):
+        for match in pattern.finditer(text):
             found.append((match.start(1), match.group(1).lower().strip(".")))
     found.sort()
     recipients: list[str] = []
@@ -203,12 +201,12 @@ def _diagnostic(head: str, recipient: str | None, recipients: list[str]) -> tupl
 def _segments(head: str, recipient: str, recipients: list[str]) -> list[str]:
     """The stretches of text from each mention of ``recipient`` to the next mention of another recipient."""
     mentions: list[tuple[int, str]] = []
-    lowered = head.lower()
+    low = lowered(head)
     for address in recipients:
-        start = lowered.find(address)
+        start = low.find(address)
         while start != -1:
             mentions.append((start, address))
-            start = lowered.find(address, start + len(address))
+            start = low.find(address, start + len(address))
     mentions.sort()
     segments: list[str] = []
     for index, (start, address) in enumerate(mentions):
@@ -224,13 +222,14 @@ def _segments(head: str, recipient: str, recipients: list[str]) -> list[str]:
 
 
 def _reply(segment: str) -> str | None:
+    low = lowered(segment)
     for pattern in _REPLY_PATTERNS:
-        match = pattern.search(segment)
+        match = pattern.search(low)
         if match is None:
             continue
         start = match.start(1)
         if pattern is _REPLY_PATTERNS[0]:
-            return match.group(1)
+            return segment[start : match.end(1)]
         end_match = _PARAGRAPH_END_RE.search(segment, start)
         end = end_match.start() if end_match else len(segment)
         reply = segment[start : min(end, start + 800)]
