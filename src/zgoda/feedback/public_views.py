@@ -1,0 +1,206 @@
+"""Subject-facing pages: one-click unsubscribe (RFC 8058), the unsubscribe page and the preference centre.
+
+No login, no cookies: the signed token in the address is the credential. A ``GET`` never changes
+anything (mail scanners follow links); the one-click ``POST`` answers 200 with no redirect.
+Texts are in Polish and English (the workspace's language, or ``?lang=en``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse, PlainTextResponse, Response
+from sqlalchemy.orm import Session
+
+from zgoda.core.crypto import constant_time_equal, keyed_hash
+from zgoda.core.errors import CsrfFailed, NotFound
+from zgoda.core.settings import Settings
+from zgoda.feedback import subject as subjects
+from zgoda.web.context import client_ip, get_session, get_settings_dep, public
+from zgoda.web.templating import templates
+
+router = APIRouter(tags=["subjects"], include_in_schema=False)
+
+TEXTS: dict[str, dict[str, str]] = {
+    "pl": {
+        "unsubscribe_title": "Wypisz się",
+        "unsubscribe_lead": "Nie chcesz dostawać wiadomości w celu „{purpose}” od {controller}?",
+        "unsubscribe_button": "Wypisz mnie",
+        "unsubscribed_title": "Wypisano",
+        "unsubscribed_lead": "Nie dostaniesz już wiadomości w celu „{purpose}” od {controller}. Zgodę wycofano {when}.",
+        "preferences_link": "Zarządzaj wszystkimi zgodami",
+        "preferences_title": "Twoje zgody",
+        "preferences_lead": "Wybierz, jakie wiadomości e-mail chcesz dostawać od {controller}.",
+        "save": "Zapisz",
+        "saved": "Zapisano. Nowe zgody: {granted}. Wycofane: {withdrawn}.",
+        "none": "brak",
+        "invalid_title": "Link jest nieprawidłowy",
+        "invalid_lead": "Ten link nie działa. Skopiuj cały adres z wiadomości albo napisz do nadawcy.",
+        "address": "Adres",
+    },
+    "en": {
+        "unsubscribe_title": "Unsubscribe",
+        "unsubscribe_lead": "Do you no longer want messages for “{purpose}” from {controller}?",
+        "unsubscribe_button": "Unsubscribe me",
+        "unsubscribed_title": "Unsubscribed",
+        "unsubscribed_lead": (
+            "You will get no more messages for “{purpose}” from {controller}. Consent withdrawn {when}."
+        ),
+        "preferences_link": "Manage all your consents",
+        "preferences_title": "Your consents",
+        "preferences_lead": "Choose which emails you want to receive from {controller}.",
+        "save": "Save",
+        "saved": "Saved. Granted: {granted}. Withdrawn: {withdrawn}.",
+        "none": "none",
+        "invalid_title": "This link is not valid",
+        "invalid_lead": "This link does not work. Copy the whole address from the message, or write to the sender.",
+        "address": "Address",
+    },
+}
+
+
+def _language(request: Request, default: str) -> str:
+    asked = request.query_params.get("lang")
+    if asked in TEXTS:
+        return asked
+    return default if default in TEXTS else "pl"
+
+
+def _page(request: Request, name: str, language: str, status_code: int = 200, **values: Any) -> HTMLResponse:
+    return templates.TemplateResponse(
+        request, f"subject/{name}", {"t": TEXTS[language], "lang": language, **values}, status_code=status_code
+    )
+
+
+def _resolve(request: Request, session: Session, settings: Settings, token: str) -> subjects.Subject | HTMLResponse:
+    try:
+        return subjects.resolve(session, settings.resolved_secret_key(), token)
+    except NotFound:
+        return _page(request, "invalid.html", _language(request, "pl"), status_code=404)
+
+
+def _form_token(settings: Settings, token: str) -> str:
+    return keyed_hash(settings.resolved_secret_key(), "preferences-form", token)
+
+
+@router.get("/u/{token}", response_class=HTMLResponse)
+@public("the unsubscribe link in every message's footer; the signed token is the credential")
+def unsubscribe_page(
+    request: Request,
+    token: str,
+    session: Session = Depends(get_session),
+    settings: Settings = Depends(get_settings_dep),
+) -> Response:
+    """One button that unsubscribes; a GET changes nothing."""
+    subject = _resolve(request, session, settings, token)
+    if isinstance(subject, HTMLResponse):
+        return subject
+    language = _language(request, subject.workspace.locale)
+    return _page(
+        request,
+        "unsubscribe.html",
+        language,
+        subject=subject,
+        token=token,
+        controller=subjects.controller_name(subject.workspace),
+        email=subject.contact.email,
+    )
+
+
+@router.post("/u/{token}")
+@public("RFC 8058 one-click unsubscribe: mail providers POST without cookies or credentials")
+async def unsubscribe(
+    request: Request,
+    token: str,
+    session: Session = Depends(get_session),
+    settings: Settings = Depends(get_settings_dep),
+) -> Response:
+    """``List-Unsubscribe=One-Click`` from a mail provider (200, plain), or the page's button (a page)."""
+    form = await request.form()
+    one_click = form.get("List-Unsubscribe") == "One-Click"
+    subject = _resolve(request, session, settings, token)
+    if isinstance(subject, HTMLResponse):
+        return PlainTextResponse("This link is not valid.\n", status_code=404) if one_click else subject
+    subjects.unsubscribe(
+        subject, session, one_click=one_click, user_agent=request.headers.get("user-agent"), ip=client_ip(request)
+    )
+    if one_click:
+        return PlainTextResponse("Unsubscribed.\n")
+    language = _language(request, subject.workspace.locale)
+    from zgoda.core.clock import utcnow
+
+    return _page(
+        request,
+        "unsubscribed.html",
+        language,
+        subject=subject,
+        token=token,
+        controller=subjects.controller_name(subject.workspace),
+        when=utcnow().strftime("%Y-%m-%d %H:%M UTC"),
+    )
+
+
+@router.get("/preferences/{token}", response_class=HTMLResponse)
+@public("the preference centre linked from every message; the signed token is the credential")
+def preferences_page(
+    request: Request,
+    token: str,
+    session: Session = Depends(get_session),
+    settings: Settings = Depends(get_settings_dep),
+) -> Response:
+    """The subject's email consents, each with the notice that explains it."""
+    subject = _resolve(request, session, settings, token)
+    if isinstance(subject, HTMLResponse):
+        return subject
+    language = _language(request, subject.workspace.locale)
+    return _page(
+        request,
+        "preferences.html",
+        language,
+        subject=subject,
+        token=token,
+        form_token=_form_token(settings, token),
+        choices=subjects.choices(subject, session, language),
+        controller=subjects.controller_name(subject.workspace),
+        saved=None,
+    )
+
+
+@router.post("/preferences/{token}", response_class=HTMLResponse)
+@public("the preference centre's form; the signed token and a form token bound to it authenticate it")
+async def preferences_save(
+    request: Request,
+    token: str,
+    session: Session = Depends(get_session),
+    settings: Settings = Depends(get_settings_dep),
+) -> Response:
+    """Record the changes as grants and withdrawals with the method ``preference_centre``."""
+    form = await request.form()
+    subject = _resolve(request, session, settings, token)
+    if isinstance(subject, HTMLResponse):
+        return subject
+    if not constant_time_equal(str(form.get("form_token") or ""), _form_token(settings, token)):
+        raise CsrfFailed("This form has expired. Open the link from the message again.")
+    language = _language(request, subject.workspace.locale)
+    wanted = {int(value) for value in form.getlist("purpose") if isinstance(value, str) and value.isdigit()}
+    changed = subjects.save_preferences(
+        subject,
+        session,
+        wanted=wanted,
+        language=language,
+        user_agent=request.headers.get("user-agent"),
+        ip=client_ip(request),
+        page_url=str(request.url),
+    )
+    return _page(
+        request,
+        "preferences.html",
+        language,
+        subject=subject,
+        token=token,
+        form_token=_form_token(settings, token),
+        choices=subjects.choices(subject, session, language),
+        controller=subjects.controller_name(subject.workspace),
+        saved=changed,
+    )
