@@ -123,9 +123,8 @@ def main() -> int:
     ratio = ours / base
     print(f"stdlib BytesParser (compat32) {base:7.3f} s  {args.count / base:9,.0f} messages/s")
     print(f"parse_message                 {ours:7.3f} s  {args.count / ours:9,.0f} messages/s")
-    print(
-        f"ratio                         {ratio:7.2f}x  (goal: within {GOAL_RATIO:.0f}x: {'met' if ratio <= GOAL_RATIO else 'NOT met'})"
-    )
+    verdict = "met" if ratio <= GOAL_RATIO else "NOT met"
+    print(f"ratio                         {ratio:7.2f}x  (goal: within {GOAL_RATIO:.0f}x: {verdict})")
 
     if args.profile:
         profiler = cProfile.Profile()
