@@ -161,6 +161,7 @@ ID_FACTORIES: dict[str, Callable[[Session, Workspace], int | str]] = {
     "template_id": _template_id,
     "campaign_id": _campaign_id,
     "domain_id": _domain_id,
+    "token": lambda session, workspace: "not-a-signed-token",  # public pages and hooks: the token is the credential
 }
 
 

@@ -53,7 +53,11 @@ def observations_from_message(raw: bytes, *, bounce_domain: str | None = None) -
                 via="mailto",
             )
         ]
-    return [_from_report(report, raw) for report in parse_message(raw, bounce_domain=bounce_domain)]
+    return [
+        _from_report(report, raw)
+        for report in parse_message(raw, bounce_domain=bounce_domain)
+        if report.action != "delayed"  # a delay notice: the MTA still tries; only a final failure is a bounce
+    ]
 
 
 def _from_report(report: FeedbackReport, raw: bytes) -> Observation:
@@ -93,6 +97,7 @@ class IngestReport:
     """What an intake run did: messages read, observations by outcome."""
 
     messages: int = 0
+    unreadable: list[str] = field(default_factory=list)
     outcomes: Counter[str] = field(default_factory=Counter)
     ignored_why: Counter[str] = field(default_factory=Counter)
 
@@ -102,7 +107,12 @@ class IngestReport:
             self.ignored_why[applied.why] += 1
 
     def as_json(self) -> dict[str, object]:
-        return {"messages": self.messages, "outcomes": dict(self.outcomes), "ignored": dict(self.ignored_why)}
+        return {
+            "messages": self.messages,
+            "outcomes": dict(self.outcomes),
+            "ignored": dict(self.ignored_why),
+            "unreadable": self.unreadable,
+        }
 
 
 def ingest_message(database: Database, raw: bytes, report: IngestReport, *, bounce_domain: str | None = None) -> None:
@@ -117,8 +127,13 @@ def ingest_message(database: Database, raw: bytes, report: IngestReport, *, boun
 def ingest_paths(database: Database, paths: Iterable[Path], *, bounce_domain: str | None = None) -> IngestReport:
     """Apply every message in ``paths`` (.eml files, mbox files, Maildirs); re-reading them changes nothing."""
     report = IngestReport()
+
+    def unreadable(name: str, error: OSError) -> None:
+        log.warning("cannot read %s: %s", name, error)
+        report.unreadable.append(f"{name}: {error.strerror or error}")
+
     for path in paths:
-        for _name, raw in iter_messages(path):
+        for _name, raw in iter_messages(path, on_error=unreadable):
             ingest_message(database, raw, report, bounce_domain=bounce_domain)
     return report
 

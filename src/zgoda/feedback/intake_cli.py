@@ -24,6 +24,8 @@ def _print(report: IngestReport, as_json: bool) -> None:
     console.print(f"{report.messages} messages read: {outcomes}.")
     for why, count in report.ignored_why.most_common():
         console.print(f"  ignored ({count}): {why}")
+    for problem in report.unreadable:
+        console.print(f"  [red]unreadable:[/red] {problem}")
 
 
 def ingest(
@@ -41,6 +43,8 @@ def ingest(
     finally:
         database.engine.dispose()
     _print(report, as_json)
+    if report.unreadable:
+        raise typer.Exit(1)
 
 
 def poll(as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False) -> None:

@@ -67,3 +67,15 @@ class SendEvent(TenantMixin, Base):
     reason: Mapped[str | None] = mapped_column(String(32), default=None)
     status: Mapped[str | None] = mapped_column(String(16), default=None)
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class WebhookToken(Base):
+    """A one-time token a provider signed (Mailgun): seen once, refused ever after (replay protection)."""
+
+    __tablename__ = "webhook_tokens"
+    __table_args__ = (UniqueConstraint("provider", "token"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    provider: Mapped[str] = mapped_column(String(16))
+    token: Mapped[str] = mapped_column(String(200))
+    seen_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

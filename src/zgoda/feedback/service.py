@@ -201,7 +201,8 @@ def withdraw_for_send(session: Session, send: Send, *, method: str, observation:
     """Record a withdrawal of the campaign's purpose for the send's contact (nothing if already withdrawn)."""
     campaign = session.get(Campaign, send.campaign_id)
     contact = session.get(Contact, send.contact_id)
-    assert campaign is not None and contact is not None
+    assert campaign is not None
+    assert contact is not None
     purpose = session.get(Purpose, campaign.purpose_id)
     assert purpose is not None
     state = session.scalar(

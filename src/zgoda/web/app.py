@@ -13,6 +13,8 @@ from zgoda import __version__
 from zgoda.core.db import Database
 from zgoda.core.settings import Settings, get_settings
 from zgoda.core.tasks import configure as configure_tasks
+from zgoda.feedback import hooks as feedback_hooks
+from zgoda.feedback import public_views as feedback_public_views
 from zgoda.web import problems
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -71,6 +73,8 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         imports_views.router,
         audiences_views.router,
         campaigns_views.router,
+        feedback_public_views.router,
+        feedback_hooks.router,
     )
     mounted += [("/api/v1", router) for router in api_routers]
     mounted += [("", router) for router in page_routers]
