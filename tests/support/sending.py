@@ -24,7 +24,8 @@ CONTROLLER = {
     "email": "biuro@kawiarnia.example.pl",
 }
 HTML = """<html><head><style>p { color: #333; }</style></head>
-<body><h1>Cześć {{ contact.first_name | default('') }}!</h1><p>Nowa karta zimowa w {{ workspace.name }}.</p></body></html>"""
+<body><h1>Cześć {{ contact.first_name | default('') }}!</h1>
+<p>Nowa karta zimowa w {{ workspace.name }}.</p></body></html>"""
 
 
 @dataclass

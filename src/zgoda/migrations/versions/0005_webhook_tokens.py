@@ -12,7 +12,6 @@ from alembic import op
 
 import zgoda.core.db
 
-
 revision = "0005"
 down_revision = "0004"
 branch_labels = None
