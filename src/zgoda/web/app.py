@@ -15,6 +15,7 @@ from zgoda.core.settings import Settings, get_settings
 from zgoda.core.tasks import configure as configure_tasks
 from zgoda.feedback import hooks as feedback_hooks
 from zgoda.feedback import public_views as feedback_public_views
+from zgoda.feedback import tracking_views as feedback_tracking_views
 from zgoda.web import problems
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -75,6 +76,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         campaigns_views.router,
         feedback_public_views.router,
         feedback_hooks.router,
+        feedback_tracking_views.router,
     )
     mounted += [("/api/v1", router) for router in api_routers]
     mounted += [("", router) for router in page_routers]
