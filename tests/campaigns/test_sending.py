@@ -228,3 +228,16 @@ def test_pause_stops_and_resume_finishes(db: Database, session: Session, setting
     assert second.stopped == "done"
     assert sink.received == 6
     assert first.sent + second.sent == 6
+
+
+def test_only_contacts_with_a_profiling_consent_are_tracked(
+    db: Database, session: Session, settings: Settings, sink: SmtpSink, tmp_path: Path
+) -> None:
+    setup = sending_setup(session, eligible=2)
+    record(session, setup.eligible[0], "grant", purpose="profiling")
+    _send(db, session, settings, sink, setup.campaign.id)
+    by_recipient = {m["To"]: m.get_body(("html",)).get_content() for m in _messages(sink, tmp_path / "maildir")}  # type: ignore[union-attr]
+    tracked, plain = by_recipient[setup.eligible[0].email], by_recipient[setup.eligible[1].email]
+    assert "/t/o/" in tracked
+    assert "/t/o/" not in plain
+    assert "/t/c/" not in plain

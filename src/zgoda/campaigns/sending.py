@@ -41,9 +41,10 @@ from zgoda.campaigns.domains import signer_for
 from zgoda.campaigns.footer import FooterContext
 from zgoda.campaigns.message import compose_message
 from zgoda.campaigns.models import Campaign, CampaignStatus, Send, SendStatus
-from zgoda.campaigns.rendering import CompiledTemplate, compile_template
+from zgoda.campaigns.rendering import CompiledTemplate, RenderedParts, compile_template
 from zgoda.campaigns.service import contact_merge_values, merge_fields, sender_identity
-from zgoda.consent.models import Purpose, Source
+from zgoda.campaigns.tracking import TRACKING_PURPOSE, add_tracking
+from zgoda.consent.models import ConsentState, ConsentStatus, Purpose, Source
 from zgoda.contacts.models import Contact
 from zgoda.core.clock import utcnow
 from zgoda.core.db import Database
@@ -238,7 +239,13 @@ class OutgoingMessage:
 
 
 def build_message(
-    ctx: CampaignContext, *, send_id: int, contact: Contact, source_id: int | None, consent_event_id: int | None
+    ctx: CampaignContext,
+    *,
+    send_id: int,
+    contact: Contact,
+    source_id: int | None,
+    consent_event_id: int | None,
+    tracked: bool = False,
 ) -> OutgoingMessage:
     """Render, add the footer and the headers, and sign one message."""
     assert contact.email is not None
@@ -265,6 +272,13 @@ def build_message(
         campaign_name=ctx.campaign_name,
         footer=footer,
     )
+    if tracked:  # only under a granted profiling consent (see campaigns/tracking.py)
+        parts = RenderedParts(
+            subject=parts.subject,
+            html=add_tracking(parts.html, base_url=ctx.base_url, secret=ctx.secret, token=token),
+            text=parts.text,
+            footer_attached=parts.footer_attached,
+        )
     data = compose_message(
         parts=parts,
         from_address=ctx.from_email,
@@ -352,6 +366,22 @@ def decide(session: Session, audience: Audience, contact_ids: Sequence[int]) -> 
     for contact_id in contact_ids:
         decisions.setdefault(contact_id, Decision(LEFT_AUDIENCE, None, None))
     return decisions
+
+
+def tracking_consents(session: Session, contact_ids: Sequence[int]) -> set[int]:
+    """The contacts among ``contact_ids`` whose profiling consent is granted now (they may be tracked)."""
+    now = utcnow()
+    query = (
+        select(ConsentState.contact_id)
+        .join(Purpose, Purpose.id == ConsentState.purpose_id)
+        .where(
+            Purpose.key == TRACKING_PURPOSE,
+            ConsentState.contact_id.in_(contact_ids),
+            ConsentState.status == ConsentStatus.GRANTED,
+            or_(ConsentState.expires_at.is_(None), ConsentState.expires_at > now),
+        )
+    )
+    return set(session.scalars(query))
 
 
 # --- the run -----------------------------------------------------------------------------------
@@ -481,6 +511,7 @@ def _decide_and_build(
 ) -> list[OutgoingMessage]:
     """Ask the gate about every claimed send; record refusals; build the messages of the rest."""
     decisions = decide(session, audience, [c.contact_id for c in claimed])
+    tracked = tracking_consents(session, [c.contact_id for c in claimed])
     contacts = {
         contact.id: contact
         for contact in session.scalars(select(Contact).where(Contact.id.in_([c.contact_id for c in claimed])))
@@ -513,6 +544,7 @@ def _decide_and_build(
                 contact=contact,
                 source_id=decision.source_id,
                 consent_event_id=decision.consent_event_id,
+                tracked=item.contact_id in tracked,
             )
         )
     table = Send.__table__
