@@ -76,9 +76,9 @@ def _contact(browser: Browser, email: str = "anna@example.pl", **extra: Any) -> 
 
 def test_the_new_sections_are_in_the_navigation(browser: Browser) -> None:
     html = browser.sign_in(Role.VIEWER).page("/")
-    for path in ("contacts", "sources", "purposes", "settings"):
+    for path in ("contacts", "sources", "purposes", "settings", "lists", "campaigns"):
         assert f'href="/w/{browser.slug}/{path}"' in html
-    assert 'title="Arrives with a later release">Campaigns' in html
+    assert 'title="Arrives with a later release">Requests' in html
 
 
 # --- sources ---------------------------------------------------------------------------------
