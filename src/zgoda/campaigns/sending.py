@@ -579,35 +579,7 @@ def _send_round(
     with database.transaction() as session:
         bind_scope(session, workspace_id=workspace_id, actor=Actor.system("sending"))
         if prepared:
-            ids = [slot.message.send_id for slot in prepared if slot.message is not None]
-            owned = set(
-                session.scalars(
-                    select(Send.id)
-                    .where(Send.id.in_(ids), Send.claimed_by == worker, Send.status == SendStatus.SENDING)
-                    .with_for_update()
-                )
-            )
-            table = Send.__table__
-            rows = [
-                {"b_id": slot.message.send_id, "b_ref": slot.message.ref, "b_event": slot.message.consent_event_id}
-                for slot in prepared
-                if slot.message is not None and slot.message.send_id in owned
-            ]
-            if rows:
-                session.connection().execute(
-                    update(table)  # type: ignore[arg-type]
-                    .where(table.c.id == bindparam("b_id"))
-                    .values(
-                        status=SendStatus.SENT.value,
-                        ref=bindparam("b_ref"),
-                        consent_event_id=bindparam("b_event"),
-                        sent_at=now,
-                        decided_at=now,
-                        claimed_by=None,
-                        claimed_until=None,
-                    ),
-                    rows,
-                )
+            owned = _mark_sent(session, [slot.message for slot in prepared if slot.message is not None], worker, now)
         _record_refused_at_prepare(session, active, worker, outcome, now)
     # the sent rows are committed: now, and only now, the final dots
     for slot in prepared:
@@ -618,6 +590,43 @@ def _send_round(
     list(pool.map(_complete_slot, to_complete))
     outcome.sent += len(to_complete)
     _record_final_replies(database, to_complete, outcome)
+
+
+def _mark_sent(session: Session, messages: list[OutgoingMessage], worker: str, now: datetime) -> set[int]:
+    """Mark sent the messages whose rows this worker still holds; their send ids.
+
+    One UPDATE per row, on the condition that the row is still this worker's: a row another worker
+    took over (after this one's lease ran out) matches nothing and stays theirs. When every row
+    matched, which the driver's summed row count says, that is all; otherwise the rows that now carry
+    this round's refs are the ones this worker owns. (One statement per round where a SELECT ... FOR
+    UPDATE and an UPDATE used to be: the round's transaction is the part of sending that no
+    connection overlaps.)
+    """
+    table = Send.__table__
+    connection = session.connection()
+    result = connection.execute(
+        update(table)  # type: ignore[arg-type]
+        .where(
+            table.c.id == bindparam("b_id"),
+            table.c.claimed_by == worker,
+            table.c.status == SendStatus.SENDING.value,
+        )
+        .values(
+            status=SendStatus.SENT.value,
+            ref=bindparam("b_ref"),
+            consent_event_id=bindparam("b_event"),
+            sent_at=now,
+            decided_at=now,
+            claimed_by=None,
+            claimed_until=None,
+        ),
+        [{"b_id": m.send_id, "b_ref": m.ref, "b_event": m.consent_event_id} for m in messages],
+    )
+    ids = {message.send_id for message in messages}
+    if connection.dialect.supports_sane_multi_rowcount and result.rowcount == len(messages):
+        return ids
+    refs = [message.ref for message in messages]
+    return set(connection.scalars(select(table.c.id).where(table.c.id.in_(ids), table.c.ref.in_(refs))))
 
 
 def _prepare_slot(slot: _Slot) -> None:

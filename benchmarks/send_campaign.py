@@ -1,0 +1,682 @@
+"""Campaign sending benchmark: one campaign to N consenting contacts, end to end, against a plain smtplib loop.
+
+Run: ``uv run python benchmarks/send_campaign.py [--contacts N] [--connections K] [--workers 1,2]
+[--database sqlite|postgresql|both]``
+
+Setup (not timed): a fresh database (a SQLite file in a temporary directory, or ``CREATE DATABASE`` a
+unique name on ``--pg-url``, dropped at the end), migrated with ``zgoda.core.migrate.upgrade``. A
+workspace with its controller identity (the footer needs it), a source, N contacts (bulk-inserted
+with Core, ``COPY`` on PostgreSQL, each with a first name and the keyed address hash), a grant of
+``email_marketing`` for every contact recorded through ``consent.ledger.record_events`` (the real
+ledger: hash chain, evidence, materialised state; so the gate finds real state rows and every send
+records a real consent event), one list holding everyone, a template with a merge field
+(``contact.first_name``) and a ``<style>`` block (inlined by the renderer), a sending domain with a
+2048-bit DKIM key (every message is signed), and one campaign per configuration measured.
+
+The SMTP sink runs in its own process (``python -m zgoda.delivery.cli --port 0 --discard``) on
+loopback, counting messages and storing nothing. Configurations:
+
+- ``inline`` (SQLite and PostgreSQL, for reference): ``sending.prepare`` + ``sending.run`` in this
+  process, as ``zgoda campaign send --wait`` does without a broker;
+- ``workers=W`` (PostgreSQL, each W of ``--workers``): W ``zgoda worker --concurrency 1`` processes over
+  RabbitMQ (``ZGODA_BROKER_URL``), ``ZGODA_SEND_PARALLEL_TASKS=W``, ``ZGODA_SMTP_CONNECTIONS=K``. The
+  workers are started and ready before the clock starts. They consume a queue of their own
+  (``zgoda-bench-<random>``, deleted at the end) so that other workers on the same broker never take
+  this run's tasks, and a node name of their own (two workers named ``celery@<host>`` on one machine
+  collide on their exclusive remote-control queue); otherwise each is exactly ``zgoda worker`` (a
+  short shim sets the queue and the name).
+
+The clock runs from the ``send_campaign`` commit (which queues ``prepare_campaign``) until the campaign's
+status is ``sent`` (polled every 0.05 s): it covers freezing the audience into send rows, claiming,
+the consent gate, rendering, composing, DKIM signing, the two-phase SMTP send and the bookkeeping.
+Figures: messages/s = N / seconds. Every run is checked: N sends ``sent``, none refused or failed,
+and the sink received exactly N more messages.
+
+Baseline, measured in the same run against the same sink process: K threads, each with one
+``smtplib.SMTP`` connection kept open, sending N copies of one real message of this campaign
+(rendered, composed and signed once, beforehand) with ``sendmail``, no database at all. Measured
+before each database's configurations and again after them; the faster of the two counts. Goal
+(the issue): at least 0.5x the baseline's messages/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import json
+import os
+import platform
+import pstats
+import re
+import secrets
+import signal
+import smtplib
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Integer, String, create_engine, func, insert, literal, make_url, select, text
+
+from zgoda.accounts import service as accounts
+from zgoda.audiences import service as audiences
+from zgoda.audiences.models import ListMember
+from zgoda.campaigns import domains, sending
+from zgoda.campaigns import service as campaigns
+from zgoda.campaigns.models import Campaign, CampaignStatus, Send
+from zgoda.consent import ledger, purposes, sources
+from zgoda.consent.models import EventType, LegalBasis, Method, Source
+from zgoda.contacts.models import Contact
+from zgoda.core.db import Database
+from zgoda.core.keys import address_hasher
+from zgoda.core.migrate import upgrade
+from zgoda.core.settings import Settings
+from zgoda.core.tenancy import Actor, bind_scope, unscoped
+
+DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/"
+DEFAULT_BROKER = "amqp://guest:guest@127.0.0.1:5672//"
+GOAL_RATIO = 0.5
+SECRET = "send-benchmark-secret-0123456789abcdef"
+BASE_URL = "https://zgoda.example.com"
+FROM_DOMAIN = "kawiarnia.example.pl"
+CONTROLLER = {
+    "legal_name": "Kawiarnia Pod Zegarem sp. z o.o.",
+    "postal_address": {"street": "ul. Długa 5", "postal_code": "00-238", "city": "Warszawa", "country": "PL"},
+    "email": "biuro@kawiarnia.example.pl",
+}
+PARAGRAPH = (
+    "<p>Zapraszamy na kawę z cynamonem i kardamonem. Żółta dynia, gęsta śmietana, "
+    "świeże rogaliki prosto z pieca. Do zobaczenia przy ulicy Długiej!</p>\n"
+)
+HTML = (
+    "<html><head><style>p { color: #333; font-family: Georgia, serif; } h1 { color: #7a3e00; }</style></head>\n"
+    "<body><h1>Cześć {{ contact.first_name | default('') }}!</h1>\n"
+    "<p>Nowa karta zimowa w {{ workspace.name }}.</p>\n" + PARAGRAPH * 12 + "</body></html>"
+)
+WORKER_SHIM = """
+import functools, sys
+from zgoda.core import tasks
+_configure = tasks.configure
+def configure(settings):
+    app = _configure(settings)
+    app.conf.task_default_queue = sys.argv[1]
+    app.Worker = functools.partial(app.Worker, hostname=sys.argv[2])
+    return app
+tasks.configure = configure
+from zgoda.cli import app
+app(["worker", "--concurrency", "1", "--loglevel", "INFO"], prog_name="zgoda")
+"""
+LOAD_AT_START = os.getloadavg()[0]
+
+
+@dataclass
+class Measured:
+    database: str
+    mode: str  # "inline" or "workers=W"
+    contacts: int
+    seconds: float = 0.0
+    sent: int = 0
+    statuses: dict[str, int] = field(default_factory=dict)
+    sink_delta: int = 0
+    ok: bool = False
+
+
+@dataclass
+class DatabaseRun:
+    database: str
+    contacts: int
+    seed_seconds: float = 0.0
+    consent_seconds: float = 0.0
+    message_bytes: int = 0
+    baselines: list[float] = field(default_factory=list)
+    runs: list[Measured] = field(default_factory=list)
+
+    @property
+    def baseline_seconds(self) -> float:
+        return min(self.baselines) if self.baselines else 0.0
+
+
+# --- the sink, in its own process ---------------------------------------------------------------
+
+
+class Sink:
+    """``python -m zgoda.delivery.cli --port 0 --discard``; its running count read from its output."""
+
+    def __init__(self) -> None:
+        command = [sys.executable, "-m", "zgoda.delivery.cli", "--port", "0", "--discard"]
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, start_new_session=True)
+        assert self.process.stdout is not None
+        banner = self.process.stdout.readline()
+        match = re.search(r":(\d+), ", banner)
+        if not match:
+            self.stop()
+            raise RuntimeError(f"The sink did not start: {banner!r}")
+        self.port = int(match.group(1))
+        self.count = 0
+        self._changed = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            match = re.match(r"(\d+) messages? received", line)
+            if match:
+                with self._changed:
+                    self.count = int(match.group(1))
+                    self._changed.notify_all()
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> int:
+        """The count once it reaches ``count`` (the sink prints it every half second), or when time is up."""
+        with self._changed:
+            self._changed.wait_for(lambda: self.count >= count, timeout)
+            return self.count
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+# --- the baseline -------------------------------------------------------------------------------
+
+
+def smtplib_baseline(port: int, message: bytes, recipients: list[str], connections: int) -> float:
+    """Seconds for ``connections`` threads, one kept-open smtplib connection each, to send ``message`` to all."""
+    shares = [recipients[i::connections] for i in range(connections)]
+    errors: list[BaseException] = []
+    mail_from = f"bounces@{FROM_DOMAIN}"
+
+    def work(share: list[str]) -> None:
+        try:
+            with smtplib.SMTP("127.0.0.1", port) as client:
+                for rcpt in share:
+                    client.sendmail(mail_from, [rcpt], message)
+        except BaseException as error:  # noqa: BLE001 - re-raised in the main thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(share,)) for share in shares]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    seconds = time.perf_counter() - started
+    if errors:
+        raise errors[0]
+    return seconds
+
+
+# --- setup --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Seeded:
+    workspace_id: int
+    slug: str
+    list_id: int
+    template_id: int
+    emails: list[str]
+
+
+def seed(database: Database, count: int, run: DatabaseRun) -> Seeded:
+    """Workspace, controller, source, contacts, one grant each (the ledger), list, template, DKIM key."""
+    started = time.perf_counter()
+    with database.transaction() as session:
+        bind_scope(session, workspace_id=None, actor=Actor.system("benchmark"))
+        workspace = accounts.create_workspace(session, slug="bench-send", name="Kawiarnia Pod Zegarem")
+        workspace_id, slug = workspace.id, workspace.slug
+        bind_scope(session, workspace_id=workspace_id, actor=Actor.system("benchmark"))
+        accounts.update_workspace_settings(session, workspace=workspace, controller=CONTROLLER)
+        source_id = sources.create_source(session, name="Sklep internetowy", kind="shop").id
+        list_id = audiences.create_list(session, name="Newsletter").id
+        template_id = campaigns.create_template(
+            session, name="Zima", subject="Zima w {{ workspace.name }}, {{ contact.first_name }}", html=HTML
+        ).id
+        domains.add_sending_domain(session, domain=FROM_DOMAIN, secret=SECRET.encode())
+        hash_address = address_hasher(session)
+    emails = [f"klient{n}@example.pl" for n in range(count)]
+    now = datetime.now(UTC)
+    rows = [
+        {
+            "workspace_id": workspace_id,
+            "ref": secrets.token_hex(16),
+            "email": email,
+            "email_hash": hash_address(email),
+            "phone": None,
+            "first_name": f"Anna{n}",
+            "last_name": "Kowalska",
+            "attributes": {},
+            "source_id": source_id,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for n, email in enumerate(emails)
+    ]
+    bulk_insert(database, Contact.__table__, rows)
+    with database.transaction() as session:
+        bind_scope(session, workspace_id=workspace_id, actor=Actor.system("benchmark"))
+        session.execute(
+            insert(ListMember).from_select(
+                ["workspace_id", "list_id", "contact_id", "source_id", "added_by", "added_at"],
+                select(
+                    Contact.workspace_id,
+                    literal(list_id, Integer),
+                    Contact.id,
+                    Contact.source_id,
+                    literal("benchmark", String),
+                    Contact.created_at,
+                ).where(Contact.workspace_id == workspace_id),
+            )
+        )
+    run.seed_seconds = time.perf_counter() - started
+
+    started = time.perf_counter()
+    with database.transaction() as session:
+        bind_scope(session, workspace_id=workspace_id, actor=Actor.system("benchmark"))
+        ids = list(session.scalars(select(Contact.id).order_by(Contact.id)))
+    granted_at = now - timedelta(days=1)
+    file_hash = "ab" * 32
+    for start in range(0, len(ids), 1000):
+        with database.transaction() as session:
+            bind_scope(session, workspace_id=workspace_id, actor=Actor.system("benchmark"))
+            purpose = purposes.purpose_by_key(session, "email_marketing")
+            source = session.get(Source, source_id)
+            people = session.scalars(select(Contact).where(Contact.id.in_(ids[start : start + 1000]))).all()
+            ledger.record_events(
+                session,
+                [
+                    ledger.NewEvent(
+                        contact=person,
+                        purpose=purpose,
+                        event_type=EventType.GRANT.value,
+                        method=Method.IMPORT.value,
+                        legal_basis=LegalBasis.CONSENT.value,
+                        source=source,
+                        occurred_at=granted_at,
+                        evidence=ledger.Evidence(file_sha256=file_hash, file_row=index + 2),
+                    )
+                    for index, person in enumerate(people, start=start)
+                ],
+            )
+    run.consent_seconds = time.perf_counter() - started
+    analyze(database)
+    return Seeded(workspace_id, slug, list_id, template_id, emails)
+
+
+def analyze(database: Database) -> None:
+    """Statistics for the freshly loaded tables, as autovacuum (PostgreSQL) would gather within a minute.
+
+    Without them PostgreSQL takes the never-analysed tables for a few pages each and the gate's query
+    for a batch of 200 scans the whole list and every consent state once per batch (0.4 s per batch at
+    20,000 contacts, 100x slower; it grows with the audience).
+    """
+    with database.engine.begin() as connection:
+        connection.execute(text("ANALYZE"))
+
+
+def bulk_insert(database: Database, table: Any, rows: list[dict[str, Any]]) -> None:
+    """``COPY`` on PostgreSQL (values through each column type's bind processing), else one executemany."""
+    if not rows:
+        return
+    with database.engine.begin() as connection:
+        if connection.dialect.name != "postgresql":
+            connection.execute(insert(table), rows)
+            return
+        names = list(rows[0])
+        processors = [table.c[name].type.bind_processor(connection.dialect) for name in names]
+        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        with cursor.copy(f"COPY {table.name} ({', '.join(names)}) FROM STDIN") as stream:
+            for row in rows:
+                values = []
+                for name, process in zip(names, processors, strict=True):
+                    value = row[name]
+                    if process is not None:
+                        value = process(value)
+                    if isinstance(value, datetime):
+                        value = value.astimezone(UTC).replace(tzinfo=None)
+                    elif isinstance(value, dict | list):
+                        value = json.dumps(value)
+                    values.append(value)
+                stream.write_row(values)
+
+
+def new_campaign(database: Database, seeded: Seeded, name: str) -> int:
+    with database.transaction() as session:
+        bind_scope(session, workspace_id=seeded.workspace_id, actor=Actor.system("benchmark"))
+        campaign = campaigns.create_campaign(
+            session,
+            name=name,
+            purpose_key="email_marketing",
+            template_id=seeded.template_id,
+            from_name="Kawiarnia",
+            from_email=f"news@{FROM_DOMAIN}",
+            list_id=seeded.list_id,
+            language="pl",
+        )
+        return campaign.id
+
+
+def start(database: Database, seeded: Seeded, campaign_id: int) -> None:
+    with database.transaction() as session:
+        bind_scope(session, workspace_id=seeded.workspace_id, actor=Actor.system("benchmark"))
+        request = campaigns.send_campaign(session, campaign_id=campaign_id)
+        assert request.action == "started", request.message
+
+
+def outcome(database: Database, campaign_id: int) -> tuple[str, dict[str, int]]:
+    with database.transaction() as session:
+        bind_scope(session, workspace_id=None, actor=Actor.system("benchmark"))
+        with unscoped(session):
+            status = session.scalars(select(Campaign.status).where(Campaign.id == campaign_id)).one()
+            statuses = dict(
+                session.execute(
+                    select(Send.status, func.count()).where(Send.campaign_id == campaign_id).group_by(Send.status)
+                ).all()
+            )
+    return str(status), {str(k): int(v) for k, v in statuses.items()}
+
+
+def sample_message(database: Database, seeded: Seeded, campaign_id: int, settings: Settings) -> bytes:
+    """One real message of the campaign: rendered, composed and DKIM-signed by the sending code itself."""
+    with database.transaction() as session:
+        bind_scope(session, workspace_id=None, actor=Actor.system("benchmark"))
+        campaign = sending._load(session, campaign_id)
+        assert campaign is not None
+        ctx = sending.campaign_context(session, campaign, settings)
+        contact = session.scalars(select(Contact).order_by(Contact.id).limit(1)).one()
+        message = sending.build_message(
+            ctx, send_id=1, contact=contact, source_id=contact.source_id, consent_event_id=None
+        )
+    assert b"DKIM-Signature:" in message.data
+    return message.data
+
+
+def settings_for(url: str, port: int, connections: int, data_dir: Path, parallel: int = 1) -> Settings:
+    return Settings(  # type: ignore[call-arg]
+        database_url=url,
+        secret_key=SECRET,
+        base_url=BASE_URL,
+        data_dir=data_dir,
+        smtp_host="127.0.0.1",
+        smtp_port=port,
+        smtp_connections=connections,
+        send_parallel_tasks=parallel,
+    )
+
+
+# --- the measured runs --------------------------------------------------------------------------
+
+
+def run_inline(database: Database, seeded: Seeded, campaign_id: int, settings: Settings) -> float:
+    started = time.perf_counter()
+    start(database, seeded, campaign_id)
+    sending.prepare(database, campaign_id)
+    sending.run(database, campaign_id, settings)
+    seconds = time.perf_counter() - started
+    status, _ = outcome(database, campaign_id)
+    assert status == CampaignStatus.SENT, status
+    return seconds
+
+
+@contextmanager
+def workers(count: int, url: str, port: int, connections: int, data_dir: Path, queue: str) -> Iterator[None]:
+    """``count`` worker processes on ``queue``, ready before this yields; stopped (and their groups) after."""
+    env = {
+        **os.environ,
+        "ZGODA_DATABASE_URL": url,
+        "ZGODA_BROKER_URL": DEFAULT_BROKER,
+        "ZGODA_DATA_DIR": str(data_dir),
+        "ZGODA_SECRET_KEY": SECRET,
+        "ZGODA_BASE_URL": BASE_URL,
+        "ZGODA_SMTP_HOST": "127.0.0.1",
+        "ZGODA_SMTP_PORT": str(port),
+        "ZGODA_SMTP_CONNECTIONS": str(connections),
+        "ZGODA_SEND_PARALLEL_TASKS": str(count),
+    }
+    processes: list[tuple[subprocess.Popen[bytes], Path]] = []
+    try:
+        for number in range(count):
+            log = data_dir / f"worker-{queue}-{number}.log"
+            with log.open("wb") as out:
+                process = subprocess.Popen(
+                    [sys.executable, "-c", WORKER_SHIM, queue, f"{queue}-{number}@%h"],
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            processes.append((process, log))
+        deadline = time.monotonic() + 90
+        for process, log in processes:
+            while b" ready." not in log.read_bytes():
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"a worker did not start:\n{log.read_text()[-3000:]}")
+                time.sleep(0.1)
+        yield
+    finally:
+        for process, _ in processes:
+            if process.poll() is None:
+                with suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGTERM)
+        for process, log in processes:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                with suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+            if process.returncode not in (0, -signal.SIGTERM):
+                print(f"  (worker exited with {process.returncode}; log {log})", file=sys.stderr)
+
+
+def run_with_workers(database: Database, seeded: Seeded, campaign_id: int, timeout: float) -> float:
+    started = time.perf_counter()
+    start(database, seeded, campaign_id)
+    deadline = time.monotonic() + timeout
+    while True:
+        status, _ = outcome(database, campaign_id)
+        if status == CampaignStatus.SENT:
+            return time.perf_counter() - started
+        if status not in (CampaignStatus.SENDING,) or time.monotonic() > deadline:
+            raise RuntimeError(f"campaign {campaign_id} is {status} after {time.perf_counter() - started:.0f} s")
+        time.sleep(0.05)
+
+
+def configure_broker(queue: str) -> Any:
+    from zgoda.core.tasks import configure
+
+    celery = configure(Settings(broker_url=DEFAULT_BROKER, secret_key=SECRET))  # type: ignore[call-arg]
+    celery.conf.task_default_queue = queue
+    return celery
+
+
+def purge_queue(queue: str) -> None:
+    from zgoda.core.tasks import celery_app
+
+    with suppress(Exception), celery_app.connection_for_write(DEFAULT_BROKER) as connection:
+        connection.default_channel.queue_purge(queue)
+
+
+def forget_queue(queue: str) -> None:
+    from zgoda.core.tasks import celery_app
+
+    with suppress(Exception), celery_app.connection_for_write(DEFAULT_BROKER) as connection:
+        channel = connection.default_channel
+        channel.queue_delete(queue)
+        channel.exchange_delete(queue)
+
+
+def measure(name: str, url: str, args: argparse.Namespace, sink: Sink, data_dir: Path, queue: str) -> DatabaseRun:
+    run = DatabaseRun(database=name, contacts=args.contacts)
+    upgrade(url)
+    database = Database.from_url(url)
+    try:
+        print(f"[{name}] seeding {args.contacts:,} contacts ...", flush=True)
+        seeded = seed(database, args.contacts, run)
+        print(
+            f"[{name}] contacts and list {run.seed_seconds:.1f} s, grants via record_events "
+            f"{run.consent_seconds:.1f} s",
+            flush=True,
+        )
+        configs: list[tuple[str, int]] = [("inline", 0)]
+        if name == "postgresql":
+            configs = [(f"workers={w}", w) for w in args.workers] + (configs if args.inline_pg else [])
+        base_settings = settings_for(url, sink.port, args.connections, data_dir)
+        campaign_ids = {mode: new_campaign(database, seeded, f"Karta zimowa ({mode})") for mode, _ in configs}
+        message: bytes | None = None
+
+        def baseline() -> None:
+            assert message is not None
+            before = sink.count
+            seconds = smtplib_baseline(sink.port, message, seeded.emails, args.connections)
+            run.baselines.append(seconds)
+            got = sink.wait_for(before + len(seeded.emails)) - before
+            assert got == len(seeded.emails), f"the sink got {got} of {len(seeded.emails)} baseline messages"
+            print(f"[{name}] baseline smtplib x{args.connections}: {len(seeded.emails) / seconds:,.0f}/s", flush=True)
+
+        for mode, count in configs:
+            campaign_id = campaign_ids[mode]
+            measured = Measured(database=name, mode=mode, contacts=args.contacts)
+            before = sink.count
+            if count == 0 and args.profile:
+                profiler = cProfile.Profile()
+                measured.seconds = profiler.runcall(run_inline, database, seeded, campaign_id, base_settings)
+                out = io.StringIO()
+                pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(60)
+                pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(30)
+                print(out.getvalue())
+                purge_queue(queue)
+            elif count == 0:
+                measured.seconds = run_inline(database, seeded, campaign_id, base_settings)
+                purge_queue(queue)  # the start queued prepare_campaign: nobody is to run it
+            else:
+                with workers(count, url, sink.port, args.connections, data_dir, queue):
+                    measured.seconds = run_with_workers(database, seeded, campaign_id, args.timeout)
+            _, measured.statuses = outcome(database, campaign_id)
+            measured.sent = measured.statuses.get("sent", 0)
+            measured.sink_delta = sink.wait_for(before + args.contacts) - before
+            measured.ok = measured.sent == args.contacts == measured.sink_delta and set(measured.statuses) == {"sent"}
+            run.runs.append(measured)
+            print(
+                f"[{name}] {mode}: {args.contacts / measured.seconds:,.0f}/s in {measured.seconds:.1f} s "
+                f"({measured.statuses}; sink +{measured.sink_delta}){'' if measured.ok else '  CHECK FAILED'}",
+                flush=True,
+            )
+            if message is None:
+                message = sample_message(database, seeded, campaign_id, base_settings)
+                run.message_bytes = len(message)
+                baseline()
+        baseline()
+    finally:
+        database.engine.dispose()
+    return run
+
+
+# --- databases and the report -------------------------------------------------------------------
+
+
+def create_pg_database(server_url: str) -> tuple[str, str]:
+    admin = make_url(server_url).set(database="postgres")
+    name = f"zgoda_bench_{uuid.uuid4().hex[:10]}"
+    engine = create_engine(admin, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    return name, admin.set(database=name).render_as_string(hide_password=False)
+
+
+def drop_pg_database(server_url: str, name: str) -> None:
+    engine = create_engine(make_url(server_url).set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    engine.dispose()
+
+
+def report(runs: list[DatabaseRun], args: argparse.Namespace) -> bool:
+    print()
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    print(
+        f"Python {platform.python_version()}, {cpus} CPUs, load average {LOAD_AT_START:.1f} at start and "
+        f"{os.getloadavg()[0]:.1f} at the end; {args.contacts:,} contacts, {args.connections} SMTP connections"
+    )
+    header = f"{'database':<11} {'configuration':<28} {'seconds':>8} {'msgs/s':>8}  note"
+    print(header)
+    print("-" * (len(header) + 30))
+    all_ok = True
+    for run in runs:
+        base = run.baseline_seconds
+        base_rate = run.contacts / base if base else 0.0
+        figures = ", ".join(f"{run.contacts / s:,.0f}/s" for s in run.baselines)
+        print(
+            f"{run.database:<11} {'baseline: smtplib x' + str(args.connections):<28} {base:>8.1f} {base_rate:>8,.0f}  "
+            f"the faster of {figures}; one signed {run.message_bytes:,}-byte message"
+        )
+        for m in run.runs:
+            rate = m.contacts / m.seconds
+            ratio = rate / base_rate if base_rate else 0.0
+            met = "MET" if ratio >= GOAL_RATIO else "NOT MET"
+            check = "ok" if m.ok else f"CHECK FAILED {m.statuses} sink +{m.sink_delta}"
+            all_ok &= m.ok
+            print(
+                f"{run.database:<11} {'campaign, ' + m.mode:<28} {m.seconds:>8.1f} {rate:>8,.0f}  "
+                f"{ratio:.2f}x baseline (goal >= {GOAL_RATIO}x: {met}); {check}"
+            )
+        print(f"{'':<11} (setup, not timed: contacts {run.seed_seconds:.1f} s, grants {run.consent_seconds:.1f} s)")
+    if args.json:
+        print(json.dumps([run.__dict__ | {"runs": [m.__dict__ for m in run.runs]} for run in runs], default=str))
+    return all_ok
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--contacts", type=int, default=100_000)
+    parser.add_argument("--connections", type=int, default=4, help="SMTP connections per worker (and baseline)")
+    parser.add_argument("--workers", default="1,2", help="worker process counts to measure on PostgreSQL")
+    parser.add_argument("--database", choices=["sqlite", "postgresql", "both"], default="both")
+    parser.add_argument("--pg-url", default=DEFAULT_PG_URL, help="a PostgreSQL server where CREATE DATABASE works")
+    parser.add_argument("--inline-pg", action="store_true", help="also measure the inline mode on PostgreSQL")
+    parser.add_argument("--timeout", type=float, default=900.0, help="give up on a run after this many seconds")
+    parser.add_argument("--profile", action="store_true", help="cProfile the inline runs (print the top functions)")
+    parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
+    args = parser.parse_args(argv)
+    args.workers = [int(w) for w in str(args.workers).split(",") if w.strip()]
+    # SIGTERM ends the run like Ctrl-C, so every finally below runs (workers, sink, databases)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    runs: list[DatabaseRun] = []
+    # one queue of this run's own for every start (Celery caches its routes once it has published)
+    queue = f"zgoda-bench-{uuid.uuid4().hex[:8]}"
+    configure_broker(queue)
+    with tempfile.TemporaryDirectory(prefix="zgoda-send-bench-") as folder:
+        sink = Sink()
+        try:
+            if args.database in ("sqlite", "both"):
+                url = f"sqlite:///{Path(folder) / 'send-bench.db'}"
+                runs.append(measure("sqlite", url, args, sink, Path(folder), queue))
+            if args.database in ("postgresql", "both"):
+                name, url = create_pg_database(args.pg_url)
+                try:
+                    runs.append(measure("postgresql", url, args, sink, Path(folder), queue))
+                finally:
+                    drop_pg_database(args.pg_url, name)
+        finally:
+            sink.stop()
+            forget_queue(queue)
+    return 0 if report(runs, args) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
