@@ -103,3 +103,88 @@ def test_killed_senders_deliver_every_message_exactly_once(fresh_database_url: s
             )
     assert statuses == {SendStatus.SENT: ELIGIBLE, SendStatus.REFUSED: 2}
     database.engine.dispose()
+
+
+def test_a_killed_worker_is_taken_over_by_another(fresh_database_url: str, tmp_path: Path) -> None:
+    """The same with `zgoda worker` processes on RabbitMQ: the dead worker's task is redelivered to the next."""
+    import socket
+
+    from tests.support.databases import skip_or_fail
+    from zgoda.campaigns import service as campaigns
+    from zgoda.campaigns.tasks import prepare_campaign
+    from zgoda.core.settings import Settings
+    from zgoda.core.tasks import configure
+
+    broker = os.environ.get("ZGODA_TEST_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")
+    try:
+        socket.create_connection(("127.0.0.1", 5672), timeout=2).close()
+    except OSError:
+        skip_or_fail("RabbitMQ is not reachable at 127.0.0.1:5672")
+    database = Database.from_url(fresh_database_url)
+    with database.transaction() as session:
+        setup = sending_setup(session, eligible=ELIGIBLE)
+        campaign_id = setup.campaign.id
+        eligible = {c.email for c in setup.eligible}
+    queue = f"zgoda-crash-{os.getpid()}-{int(time.time())}"
+    maildir = tmp_path / "maildir"
+    log = tmp_path / "workers.log"
+    celery = configure(Settings(broker_url=broker, task_queue=queue, secret_key="x" * 40, data_dir=tmp_path))  # type: ignore[arg-type]
+    with SmtpSink(maildir) as sink:
+        env = {
+            **os.environ,
+            "ZGODA_DATABASE_URL": fresh_database_url,
+            "ZGODA_DATA_DIR": str(tmp_path),
+            "ZGODA_SECRET_KEY": "crash-test-secret-0123456789abcdef",
+            "ZGODA_BASE_URL": "https://zgoda.example.com",
+            "ZGODA_BROKER_URL": broker,
+            "ZGODA_TASK_QUEUE": queue,
+            "ZGODA_SMTP_HOST": sink.host,
+            "ZGODA_SMTP_PORT": str(sink.port),
+            "ZGODA_SMTP_CONNECTIONS": "3",
+            "ZGODA_SEND_BATCH_SIZE": "10",
+            "ZGODA_SEND_LEASE_SECONDS": "2",
+            "ZGODA_SEND_PARALLEL_TASKS": "1",
+        }
+
+        def start_worker() -> subprocess.Popen[bytes]:
+            command = [sys.executable, "-m", "zgoda.cli", "worker", "--concurrency", "1"]
+            return subprocess.Popen(
+                command, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True
+            )
+
+        first = start_worker()
+        second: subprocess.Popen[bytes] | None = None
+        try:
+            with database.transaction() as session:
+                bind_scope(session, workspace_id=setup.workspace.id, actor=Actor.system("test"))
+                campaigns.send_campaign(session, campaign_id=campaign_id)
+            with celery.connection_for_write(broker) as connection:
+                prepare_campaign.apply_async((campaign_id,), connection=connection, queue=queue)
+            _kill_when(first, sink, 40)
+            second = start_worker()
+            deadline = time.monotonic() + WAIT
+            status = CampaignStatus.SENDING.value
+            while status != CampaignStatus.SENT and time.monotonic() < deadline:
+                time.sleep(0.25)
+                with database.transaction() as session:
+                    bind_scope(session, workspace_id=None, actor=Actor.system("test"))
+                    with unscoped(session):
+                        status = session.scalars(select(Campaign.status).where(Campaign.id == campaign_id)).one()
+            assert status == CampaignStatus.SENT, log.read_text()[-3000:]
+        finally:
+            for process in (first, second):
+                if process is not None and process.poll() is None:
+                    os.killpg(process.pid, signal.SIGTERM)
+                    process.wait(timeout=30)
+            configure(Settings(secret_key="x" * 40, data_dir=tmp_path))  # type: ignore[arg-type]
+            celery.close()  # the producer pool goes back to the in-memory broker for later tests
+            database.engine.dispose()
+    delivered = Counter()
+    for path in (maildir / "new").iterdir():
+        for line in path.read_bytes().split(b"\r\n"):
+            if line.startswith(b"Delivered-To: "):
+                delivered[line.removeprefix(b"Delivered-To: ").decode()] += 1
+            if not line:
+                break
+    assert set(delivered) == eligible
+    assert max(delivered.values()) == 1

@@ -75,6 +75,7 @@ class Settings(BaseSettings):
     sink_maildir: Path | None = Field(default=None, description="The Maildir the local SMTP sink writes (UI).")
 
     broker_url: str | None = Field(default=None, description="Celery broker; unset runs tasks in-process.")
+    task_queue: str = Field(default="zgoda", description="The broker queue Zgoda's tasks go through.")
     default_phone_region: str = "PL"
 
     session_hours: int = Field(default=12, ge=1, description="How long a sign-in lasts.")

@@ -42,7 +42,7 @@ def configure(settings: Settings) -> Celery:
         task_serializer="json",
         accept_content=["json"],
         worker_hijack_root_logger=False,
-        task_default_queue="zgoda",
+        task_default_queue=settings.task_queue,
     )
     return celery_app
 
