@@ -373,6 +373,9 @@ def _register_domain_commands() -> None:
     feedback_app.command("ingest")(ingest)
     feedback_app.command("poll")(poll)
     app.add_typer(feedback_app, name="feedback")
+    from zgoda.feedback.suppression_cli import suppression_app
+
+    app.add_typer(suppression_app, name="suppression")
 
 
 _register_domain_commands()

@@ -72,14 +72,18 @@ def resume_unfinished_campaigns() -> int:
 
 
 def start_scheduler(interval: float = 30.0) -> threading.Thread:
-    """A thread that starts due scheduled campaigns every ``interval`` seconds (a countdown may be lost)."""
+    """A thread that every ``interval`` seconds starts due scheduled campaigns (a countdown may be lost)
+    and, when a bounce mailbox is configured, polls it."""
+    from zgoda.feedback.tasks import poll_bounce_mailbox
 
     def loop() -> None:
         while True:
             try:
                 dispatch_due_campaigns.delay()
+                if get_settings().imap_host:
+                    poll_bounce_mailbox.delay()
             except Exception:  # the broker may be briefly away: try again next time
-                log.exception("could not queue the scheduled-campaign check")
+                log.exception("could not queue the periodic checks")
             time.sleep(interval)
 
     thread = threading.Thread(target=loop, name="zgoda-scheduler", daemon=True)

@@ -20,7 +20,7 @@ from zgoda.contacts.service import normalise_email
 from zgoda.core.errors import Conflict, InvalidInput, NotFound
 from zgoda.core.keys import address_hasher
 from zgoda.core.tenancy import current_actor, get_scoped
-from zgoda.feedback.models import Suppression
+from zgoda.feedback.models import PlatformSuppression, Suppression
 
 REASONS = ("hard_bounce", "soft_bounces", "complaint", "unsubscribe", "operator", "erasure")
 
@@ -123,3 +123,48 @@ def _consented_since(session: Session, address_hash: str, since: datetime) -> bo
         .limit(1)
     )
     return session.scalar(query) is not None
+
+
+def suppress_platform(
+    session: Session, *, address: str, reason: str, detail: str = ""
+) -> tuple[PlatformSuppression, bool]:
+    """Put ``address`` on the platform-wide list (no workspace may mail it); audited on the platform's chain."""
+    if reason not in REASONS:
+        raise InvalidInput(f"A suppression reason is one of {', '.join(REASONS)}.", field="reason")
+    address_hash = address_hasher(session)(normalise_email(address, field_name="address"))
+    existing = session.scalar(select(PlatformSuppression).where(PlatformSuppression.address_hash == address_hash))
+    if existing is not None:
+        return existing, False
+    entry = PlatformSuppression(
+        address_hash=address_hash, reason=reason, detail=detail[:1000], created_by=current_actor(session).label
+    )
+    session.add(entry)
+    session.flush()
+    audit.record(
+        session,
+        action="platform_suppression.add",
+        object_type="platform_suppression",
+        object_id=entry.id,
+        summary={"reason": reason, "detail": detail[:200]},
+        platform=True,
+    )
+    return entry, True
+
+
+def remove_platform_suppression(session: Session, *, address: str, note: str = "") -> bool:
+    """Take ``address`` off the platform-wide list; whether it was there (audited)."""
+    address_hash = address_hasher(session)(normalise_email(address, field_name="address"))
+    entry = session.scalar(select(PlatformSuppression).where(PlatformSuppression.address_hash == address_hash))
+    if entry is None:
+        return False
+    audit.record(
+        session,
+        action="platform_suppression.remove",
+        object_type="platform_suppression",
+        object_id=entry.id,
+        summary={"reason": entry.reason, "note": note[:200]},
+        platform=True,
+    )
+    session.delete(entry)
+    session.flush()
+    return True
