@@ -24,6 +24,7 @@ from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
+from tests.feedback.test_views import write_caught
 from tests.support.campaigns import make_campaign, make_list, make_segment, make_sending_domain, make_template
 from tests.support.factories import TenantPair, as_system, make_member, make_tenant_pair, make_token
 from zgoda.accounts import service as accounts
@@ -34,6 +35,7 @@ from zgoda.consent import purposes, sources
 from zgoda.consent.models import Source
 from zgoda.contacts import service as contacts
 from zgoda.core.settings import Settings
+from zgoda.feedback import suppression
 from zgoda.web.app import iter_routes
 from zgoda.web.context import USER_PERMISSION, WORKSPACE_HEADER, csrf_token_for
 
@@ -143,6 +145,26 @@ def _domain_id(session: Session, workspace: Workspace) -> int:
     return make_sending_domain(session, workspace).id
 
 
+def _suppression_id(session: Session, workspace: Workspace) -> int:
+    as_system(session, workspace)
+    entry, _ = suppression.suppress(
+        session, address=f"suppressed{next(_numbers)}@example.com", reason="operator", detail=_mark(workspace)
+    )
+    return entry.id
+
+
+# The sink's Maildir (platform-wide); the fixture below points the app's settings at it.
+SINK_MAILDIR: dict[str, Path] = {}
+
+
+def _message_key(session: Session, workspace: Workspace) -> str:
+    """A message the sink caught for a new campaign of the workspace (its List-Id names the workspace)."""
+    campaign_id = _campaign_id(session, workspace)
+    return write_caught(
+        SINK_MAILDIR["dir"], slug=workspace.slug, campaign_id=campaign_id, subject=f"Caught {_mark(workspace)}"
+    )
+
+
 # One factory per path parameter name used anywhere in the app: it makes an object in
 # the given workspace and returns its id (or key). A route with an unknown parameter fails below.
 ID_FACTORIES: dict[str, Callable[[Session, Workspace], int | str]] = {
@@ -161,6 +183,8 @@ ID_FACTORIES: dict[str, Callable[[Session, Workspace], int | str]] = {
     "template_id": _template_id,
     "campaign_id": _campaign_id,
     "domain_id": _domain_id,
+    "suppression_id": _suppression_id,
+    "message_key": _message_key,
     "token": lambda session, workspace: "not-a-signed-token",  # public pages and hooks: the token is the credential
 }
 
@@ -256,6 +280,7 @@ def _fill(route: Walked, session: Session, workspace: Workspace, slug: str | Non
 @pytest.fixture
 def pair(session: Session, settings: Settings) -> TenantPair:
     EVIDENCE_STORAGE["dir"] = settings.data_dir
+    SINK_MAILDIR["dir"] = settings.sink_maildir = settings.data_dir / "sink"
     return make_tenant_pair(session)
 
 

@@ -43,6 +43,8 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "campaigns.send": _EDITORS,  # send, schedule, pause, resume, cancel
     "domains.manage": _EDITORS,  # sending domains and their DKIM keys
     "sending.settings": _OWNER,  # the soft opt-in switch and the sending rate: the controller's decisions
+    "suppressions.read": _ALL,
+    "suppressions.manage": frozenset({Role.OWNER, Role.OPERATOR, Role.DPO}),  # add to or take off the list
 }
 
 

@@ -20,12 +20,14 @@ from zgoda.contacts.models import Contact, ContactIdentity
 from zgoda.contacts.schemas import ContactUpsert
 from zgoda.core.clock import utcnow
 from zgoda.core.errors import ZgodaError
+from zgoda.feedback.api import contact_sends
 from zgoda.web.context import RequestContext, require
 from zgoda.web.forms import blank_to_none, error_message, int_or_none, local_moment
 from zgoda.web.templating import render
 
 router = APIRouter(include_in_schema=False)
 PAGE_SIZE = 50
+MESSAGES_ON_PAGE = 10  # the newest; the rest on /contacts/{id}/messages
 
 FormLine = Annotated[str, Form(max_length=320)]
 
@@ -116,6 +118,7 @@ def _detail_page(
             select(ContactIdentity).where(ContactIdentity.contact_id == contact.id).order_by(ContactIdentity.id)
         )
     ]
+    sends, sends_total = contact_sends(ctx.session, contact_id=contact.id, limit=MESSAGES_ON_PAGE)
     extra.setdefault("values", {})
     return render(
         request,
@@ -133,6 +136,8 @@ def _detail_page(
         event_types=list(EventType),
         legal_bases=list(LegalBasis),
         methods=list(Method),
+        sends=sends,
+        sends_total=sends_total,
         **extra,
     )
 

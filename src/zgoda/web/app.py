@@ -38,6 +38,8 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     from zgoda.contacts.connectors import api as connectors_api
     from zgoda.contacts.imports import api as imports_api
     from zgoda.contacts.imports import views as imports_views
+    from zgoda.feedback import api as feedback_api
+    from zgoda.feedback import views as feedback_views
     from zgoda.web import health
 
     settings = settings or get_settings()
@@ -65,6 +67,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         connectors_api.router,
         audiences_api.router,
         campaigns_api.router,
+        feedback_api.router,
     )
     page_routers = (
         accounts_views.router,
@@ -74,6 +77,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         imports_views.router,
         audiences_views.router,
         campaigns_views.router,
+        feedback_views.router,
         feedback_public_views.router,
         feedback_hooks.router,
         feedback_tracking_views.router,

@@ -22,6 +22,7 @@ SECTIONS: list[Section] = [
     Section("imports", "Imports", "imports", "imports.read"),
     Section("lists", "Lists", "lists", "audiences.read"),
     Section("campaigns", "Campaigns", "campaigns", "campaigns.read"),
+    Section("suppressions", "Suppressions", "suppressions", "suppressions.read"),
     Section("requests", "Requests", "requests", None),
     Section("compliance", "Compliance", "compliance", None),
     Section("audit", "Audit log", "audit", "audit.read"),
