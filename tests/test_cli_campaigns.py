@@ -91,3 +91,21 @@ def test_suppressions_from_the_command_line(workspace_slug: str) -> None:
     assert invoke("suppression", "remove", "spam@example.org", "--platform")[0] == 0
     code, output = invoke("suppression", "remove", "spam@example.org", "--platform")
     assert code == 1 and "not on the list" in output
+
+
+def test_an_unreachable_smtp_server_is_a_clear_error_and_nothing_is_lost(
+    workspace_slug: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("ZGODA_SMTP_PORT", str(port))
+    get_settings.cache_clear()
+    code, output = invoke("campaign", "send", "Karta zimowa", "--workspace", workspace_slug, "--wait")
+    assert code == 1
+    assert "cannot take messages" in output
+    code, output = invoke("campaign", "list", "--workspace", workspace_slug, "--json")
+    (listed,) = json.loads(output)
+    assert (listed["status"], listed["sent"], listed["pending"]) == ("sending", 0, 3)

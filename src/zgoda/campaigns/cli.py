@@ -127,6 +127,11 @@ def campaign_send(
     except ZgodaError as error:
         field = f" ({error.field})" if error.field else ""
         raise _fail(f"{error.detail}{field}") from None
+    except sending.SmtpUnavailable as error:
+        raise _fail(
+            f"The SMTP server ({settings.smtp_host}:{settings.smtp_port}) cannot take messages: {error}. "
+            "The campaign stays 'sending'; run the command again (or `zgoda serve`) once it is back."
+        ) from None
     finally:
         database.engine.dispose()
     figures["action"] = request.action
