@@ -58,6 +58,7 @@ from zgoda.delivery.transport import (
     SmtpOutcome,
     SmtpOutcomeUnknown,
     SmtpSettings,
+    smtp_settings_from,
 )
 from zgoda.feedback.providers import provider_ref_headers
 
@@ -66,21 +67,6 @@ log = logging.getLogger("zgoda.sending")
 MAX_ATTEMPTS = 3  # temporary SMTP failures before a send is given up as failed
 LEFT_AUDIENCE = "left_audience"  # taken off the list (or out of the segment) after the campaign started
 TOO_MANY_ATTEMPTS = "smtp_temporary_failures"
-
-
-def smtp_settings_from(settings: Settings) -> SmtpSettings:
-    """The transport settings of this installation."""
-    return SmtpSettings(
-        host=settings.smtp_host,
-        port=settings.smtp_port,
-        security=settings.smtp_tls,
-        username=settings.smtp_username,
-        password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
-        timeout=settings.smtp_timeout,
-        verify_certificate=settings.smtp_verify_certificate,
-        ca_file=settings.smtp_ca_file,
-        allow_insecure_auth=settings.smtp_host in ("127.0.0.1", "localhost", "::1"),
-    )
 
 
 def worker_name() -> str:

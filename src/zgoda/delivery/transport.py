@@ -604,9 +604,7 @@ class SmtpPool:
 def smtp_settings_from(config: Settings) -> SmtpSettings:
     """``SmtpSettings`` from the installation's settings (``ZGODA_SMTP_*``).
 
-    Reads ``smtp_host``, ``smtp_port``, ``smtp_tls``, ``smtp_username``, ``smtp_password``, and, once
-    they exist, ``smtp_verify_certificate``, ``smtp_ca_file``, ``smtp_local_hostname``,
-    ``smtp_timeout`` and ``smtp_max_messages_per_connection`` (defaults otherwise).
+    Logging in without TLS is allowed only to a server on this machine (a local relay or test server).
     """
     password = config.smtp_password.get_secret_value() if config.smtp_password is not None else None
     return SmtpSettings(
@@ -615,9 +613,8 @@ def smtp_settings_from(config: Settings) -> SmtpSettings:
         security=config.smtp_tls,
         username=config.smtp_username,
         password=password,
-        timeout=float(getattr(config, "smtp_timeout", 30.0)),
-        verify_certificate=bool(getattr(config, "smtp_verify_certificate", True)),
-        ca_file=getattr(config, "smtp_ca_file", None),
-        local_hostname=getattr(config, "smtp_local_hostname", None),
-        max_messages_per_connection=int(getattr(config, "smtp_max_messages_per_connection", 1000)),
+        timeout=config.smtp_timeout,
+        verify_certificate=config.smtp_verify_certificate,
+        ca_file=config.smtp_ca_file,
+        allow_insecure_auth=config.smtp_host in ("127.0.0.1", "localhost", "::1"),
     )

@@ -84,6 +84,29 @@ def _form_token(settings: Settings, token: str) -> str:
     return keyed_hash(settings.resolved_secret_key(), "preferences-form", token)
 
 
+def _preferences(
+    request: Request,
+    session: Session,
+    settings: Settings,
+    subject: subjects.Subject,
+    token: str,
+    *,
+    saved: dict[str, list[str]] | None,
+) -> HTMLResponse:
+    language = _language(request, subject.workspace.locale)
+    return _page(
+        request,
+        "preferences.html",
+        language,
+        subject=subject,
+        token=token,
+        form_token=_form_token(settings, token),
+        choices=subjects.choices(subject, session, language),
+        controller=subjects.controller_name(subject.workspace),
+        saved=saved,
+    )
+
+
 @router.get("/u/{token}", response_class=HTMLResponse)
 @public("the unsubscribe link in every message's footer; the signed token is the credential")
 def unsubscribe_page(
@@ -153,18 +176,7 @@ def preferences_page(
     subject = _resolve(request, session, settings, token)
     if isinstance(subject, HTMLResponse):
         return subject
-    language = _language(request, subject.workspace.locale)
-    return _page(
-        request,
-        "preferences.html",
-        language,
-        subject=subject,
-        token=token,
-        form_token=_form_token(settings, token),
-        choices=subjects.choices(subject, session, language),
-        controller=subjects.controller_name(subject.workspace),
-        saved=None,
-    )
+    return _preferences(request, session, settings, subject, token, saved=None)
 
 
 @router.post("/preferences/{token}", response_class=HTMLResponse)
@@ -193,14 +205,4 @@ async def preferences_save(
         ip=client_ip(request),
         page_url=str(request.url),
     )
-    return _page(
-        request,
-        "preferences.html",
-        language,
-        subject=subject,
-        token=token,
-        form_token=_form_token(settings, token),
-        choices=subjects.choices(subject, session, language),
-        controller=subjects.controller_name(subject.workspace),
-        saved=changed,
-    )
+    return _preferences(request, session, settings, subject, token, saved=changed)
