@@ -26,19 +26,27 @@ def verify_ledger_chains(session: Session) -> list[ChainReport]:
     The hash covers ``contact_ref`` (a random reference, never personal data), not the ``contact_id``
     the application joins on; an event moved to another contact is reported here as its first bad entry.
     """
-    reports = verify_chain(session, ConsentEvent)
-    _check_contact_refs(session, reports)
+    first_bad: list[tuple[int, int]] = []
+
+    def find_moved_events() -> None:  # one query, run while worker processes check the hashes
+        with unscoped(session):
+            first_bad.extend(
+                (row[0], row[1])
+                for row in session.execute(
+                    select(ConsentEvent.workspace_id, func.min(ConsentEvent.seq))
+                    .join(Contact, Contact.id == ConsentEvent.contact_id)
+                    .where(Contact.ref != ConsentEvent.contact_ref)
+                    .group_by(ConsentEvent.workspace_id)
+                )
+            )
+
+    reports = verify_chain(session, ConsentEvent, alongside=find_moved_events)
+    _check_contact_refs(session, reports, first_bad)
     return reports
 
 
-def _check_contact_refs(session: Session, reports: list[ChainReport]) -> None:
+def _check_contact_refs(session: Session, reports: list[ChainReport], first_bad: list[tuple[int, int]]) -> None:
     with unscoped(session):
-        first_bad = session.execute(
-            select(ConsentEvent.workspace_id, func.min(ConsentEvent.seq))
-            .join(Contact, Contact.id == ConsentEvent.contact_id)
-            .where(Contact.ref != ConsentEvent.contact_ref)
-            .group_by(ConsentEvent.workspace_id)
-        ).all()
         by_workspace = {report.chain_key: report for report in reports}
         for workspace_id, seq in first_bad:
             report = by_workspace.get(workspace_id)

@@ -13,15 +13,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
+import os
+import re
 from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from itertools import count, groupby
 from json.encoder import encode_basestring
 from operator import itemgetter
+from pathlib import Path
 from typing import Any, ClassVar
 
-from sqlalchemy import Boolean, DateTime, Integer, String, Table, literal, select, text, type_coerce
+from sqlalchemy import Boolean, DateTime, Engine, Integer, String, Table, func, literal, select, text, type_coerce
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from zgoda.core.clock import isoformat_z
@@ -232,27 +237,80 @@ class ChainReport:
 
 
 def verify_chain(
-    session: Session, model: type[ChainedEntry], *, chain_key: int | None = None, all_chains: bool = True
+    session: Session,
+    model: type[ChainedEntry],
+    *,
+    chain_key: int | None = None,
+    all_chains: bool = True,
+    workers: int | None = None,
+    alongside: Callable[[], object] | None = None,
 ) -> list[ChainReport]:
-    """Walk one model's chains in order and report, per chain, the first entry that does not match."""
+    """Walk one model's chains in order and report, per chain, the first entry that does not match.
+
+    Long chains are checked by ``workers`` processes (default: one per available CPU), each reading a
+    range of entries through its own connection, when that is provably the session's own view of the
+    data (see :func:`_parallel_view`); the result is the same as a walk in this process, which is
+    what happens otherwise and, to name the first bad entry, for any chain that does not check out.
+    ``alongside`` runs in this process meanwhile (or first, when there are no workers).
+    """
+    fresh = _fresh_session(session)
     session.flush()
     verifier = _Verifier(session, model)
-    reports: list[ChainReport] = []
-    report: ChainReport | None = None
+    reports: list[ChainReport] | None = None
     with unscoped(session):
-        for key, columns in verifier.runs(verifier.chain_filter(chain_key) if not all_chains else None):
-            if report is None or report.chain_key != key:
-                report = ChainReport(chain=model.chain_name, chain_key=key)
-                reports.append(report)
-            if report.problem is None and not verifier.check_run(report, columns):
-                verifier.find_problem(report)
+        where = verifier.chain_filter(chain_key) if not all_chains else None
+        if workers != 1:
+            reports = verifier.in_parallel(where, workers or _available_cpus(), fresh, alongside)
+        if reports is None:
+            if alongside is not None:
+                alongside()
+            reports = verifier.walk(where)
     if not all_chains and not reports:
         reports.append(ChainReport(chain=model.chain_name, chain_key=chain_key))
     return reports
 
 
+PARALLEL_MIN_ENTRIES = 20_000
+"""Below this many entries one process verifies (starting workers would cost more than it saves)."""
 _VERIFY_BATCH = 5000
 _CURSOR_NUMBERS = count(1)
+
+
+def _available_cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _fresh_session(session: Session) -> bool:
+    """Whether the session has not begun a transaction of its own on an engine, with nothing to flush.
+
+    Then nothing it could read is uncommitted, which is what other connections need to see the same data
+    on SQLite (whose transactions start with ``BEGIN IMMEDIATE``, so no one else commits meanwhile).
+    """
+    return (
+        isinstance(session.get_bind(), Engine)
+        and not session.in_transaction()
+        and not (session.new or session.dirty or session.deleted)
+    )
+
+
+@dataclass(frozen=True)
+class _Segment:
+    """Entries ``lo..hi`` of one chain (``None``: from the chain's first entry / to its last)."""
+
+    key: Any
+    lo: int | None
+    hi: int | None
+    sql: str
+
+
+@dataclass(frozen=True)
+class _SegmentResult:
+    ok: bool
+    count: int = 0
+    first_seq: int = 0
+    first_prev: str = ""
+    last_seq: int = 0
+    last_hash: str = ""
 
 
 class _Verifier:
@@ -271,26 +329,37 @@ class _Verifier:
         self.model = model
         self.table: Table = model.__table__  # type: ignore[attr-defined]
         self.dialect = session.get_bind().dialect
-        self.names, template, self.encoders = _payload_layout(model, naive_utc=True)
+        self.names, template, encoders = _payload_layout(model, naive_utc=True)
         self.template = "%s\n" + template  # "<previous hash>\n{canonical JSON}": what an entry's SHA-256 covers
         self.key_at = self.names.index(model.chain_key_field) if model.chain_key_field else None
         self.seq_at = self.names.index("seq")
         self.columns: list[Any] = []
-        self.processors: list[Callable[[Any], Any] | None] = []
-        for name in self.names:
+        self.encoders: list[_Encoder] = []  # raw driver values -> canonical JSON fragments
+        sqlite = self.dialect.name == "sqlite"
+        for name, encode in zip(self.names, encoders, strict=True):
             column: Any = self.table.c[name]
             if isinstance(column.type, UTCDateTime):  # read the naive UTC the database holds
                 column = type_coerce(column, DateTime())
             self.columns.append(column)
-            self.processors.append(column.type.dialect_impl(self.dialect).result_processor(self.dialect, None))
+            process = column.type.dialect_impl(self.dialect).result_processor(self.dialect, None)
+            if process is None:
+                self.encoders.append(encode)
+            elif sqlite and encode is _json_naive_utc:
+                self.encoders.append(partial(_json_sqlite_datetimes, process))
+            elif sqlite and encode is _json_bools:
+                self.encoders.append(partial(_json_sqlite_bools, process))
+            else:
+                self.encoders.append(partial(_json_processed, process, encode))
 
-    def _sql(self, *extra: Any, where: Any = None, since_seq: int | None = None) -> str:
+    def _sql(self, *extra: Any, where: Any = None, since_seq: int | None = None, until_seq: int | None = None) -> str:
         table = self.table
         statement = select(*extra, table.c.prev_hash, table.c.hash, *self.columns)
         if where is not None:
             statement = statement.where(where)
         if since_seq is not None:
-            statement = statement.where(table.c.seq >= since_seq)
+            statement = statement.where(table.c.seq >= literal(since_seq))
+        if until_seq is not None:
+            statement = statement.where(table.c.seq <= literal(until_seq))
         order = [table.c.seq]
         if self.model.chain_key_field:
             order.insert(0, table.c[self.model.chain_key_field])
@@ -307,64 +376,47 @@ class _Verifier:
 
     def _rows(self, sql: str) -> Iterator[Sequence[Any]]:
         """Batches of raw rows from the driver (a server-side cursor on PostgreSQL)."""
-        connection = self.session.connection().connection
-        if self.dialect.name == "postgresql":
-            cursor = connection.cursor(name=f"zgoda_verify_{next(_CURSOR_NUMBERS)}")
-        else:
-            cursor = connection.cursor()
-        try:
-            cursor.execute(sql)
-            while batch := cursor.fetchmany(_VERIFY_BATCH):
-                yield batch
-        finally:
-            cursor.close()
+        return _fetch(self.session.connection().connection, self.dialect.name, sql)
 
-    def _decoded(self, rows: Sequence[Any], offset: int) -> list[list[Any]]:
-        """The rows as columns, each value as SQLAlchemy would return it; payload columns from ``offset``."""
-        columns = [list(column) for column in zip(*rows, strict=True)]
-        for position, process in enumerate(self.processors):
-            if process is not None:
-                columns[offset + position] = [process(value) for value in columns[offset + position]]
-        return columns
-
-    def runs(self, where: Any) -> Iterator[tuple[Any, list[list[Any]]]]:
-        """(chain key, columns: prev_hash, hash, payload...) for consecutive entries of one chain."""
+    def runs(self, where: Any) -> Iterator[tuple[Any, list[Sequence[Any]]]]:
+        """(chain key, raw columns: prev_hash, hash, payload...) for consecutive entries of one chain."""
         sql = self._sql(where=where)
         key_at = self.key_at
         for batch in self._rows(sql):
             if key_at is None:
-                yield None, self._decoded(batch, 2)
+                yield None, _transposed(batch)
                 continue
             for key, group in groupby(batch, key=itemgetter(2 + key_at)):
-                yield key, self._decoded(list(group), 2)
+                yield key, _transposed(list(group))
 
-    def check_run(self, report: ChainReport, columns: list[list[Any]]) -> bool:
+    def walk(self, where: Any) -> list[ChainReport]:
+        """Verify the chains ``where`` selects in this process, reading through the session."""
+        reports: list[ChainReport] = []
+        report: ChainReport | None = None
+        for key, columns in self.runs(where):
+            if report is None or report.chain_key != key:
+                report = ChainReport(chain=self.model.chain_name, chain_key=key)
+                reports.append(report)
+            if report.problem is None and not self.check_run(report, columns):
+                self.find_problem(report)
+        return reports
+
+    def check_run(self, report: ChainReport, columns: list[Sequence[Any]]) -> bool:
         """Fold a run of entries into ``report``; ``False`` (and ``report`` untouched) if one is wrong."""
-        prevs, hashes, payload = columns[0], columns[1], columns[2:]
-        count = len(hashes)
-        first = report.entries + 1
-        if payload[self.seq_at] != list(range(first, first + count)):
-            return False
-        expected_prevs = [report.head_hash, *hashes[:-1]]
-        if prevs != expected_prevs:
-            return False
-        fragments = [encode(column) for encode, column in zip(self.encoders, payload, strict=True)]
-        texts = map(self.template.__mod__, zip(prevs, *fragments, strict=True))
-        sha256 = hashlib.sha256
-        computed = [sha256(text.encode()).hexdigest() for text in texts]
-        if computed != hashes:
+        count = len(columns[0])
+        if not _links_hold(self, columns, report.entries + 1, report.head_hash):
             return False
         report.entries += count
-        report.head_hash = hashes[-1]
+        report.head_hash = columns[1][-1]
         return True
 
     def find_problem(self, report: ChainReport) -> None:
         """Walk ``report``'s chain from its last good entry and record the first that is wrong."""
         sql = self._sql(self.table.c.id, where=self.chain_filter(report.chain_key), since_seq=report.entries + 1)
         for batch in self._rows(sql):
-            columns = self._decoded(batch, 3)
+            columns = _transposed(batch)
             for index in range(len(batch)):
-                one = [[column[index]] for column in columns[1:]]
+                one: list[Sequence[Any]] = [[column[index]] for column in columns[1:]]
                 seq = one[2 + self.seq_at][0]
                 if seq == report.entries + 1 and one[0][0] == report.head_hash and self.check_run(report, one):
                     continue
@@ -376,6 +428,220 @@ class _Verifier:
             entry_id=0,
             reason=f"entries after #{report.entries} changed while they were being verified; verify again",
         )
+
+    # -- in parallel ------------------------------------------------------------------------------------
+
+    def in_parallel(
+        self, where: Any, workers: int, fresh: bool, alongside: Callable[[], object] | None
+    ) -> list[ChainReport] | None:
+        """The reports, from ``workers`` processes verifying ranges of entries; ``None`` if not possible here.
+
+        Each process checks its ranges exactly as :meth:`check_run` does (sequence numbers, links,
+        hashes) and returns the first ``prev_hash`` and last ``hash`` it read; a chain is sound when
+        every range is and each range's first ``prev_hash`` is the hash the range before it ends with.
+        A chain that is not sound is walked again here, through the session, to name its first bad entry.
+        """
+        if workers < 2 or "fork" not in multiprocessing.get_all_start_methods():
+            return None
+        sizes = self._chain_sizes(where)
+        total = sum(entries for _, entries, _ in sizes)
+        if total < PARALLEL_MIN_ENTRIES:
+            return None
+        view = _parallel_view(self.session, fresh)
+        if view is None:
+            return None
+        parts = self._segments(sizes, workers)
+        global _JOB
+        _JOB = _Job(self, view)
+        try:
+            with multiprocessing.get_context("fork").Pool(len(parts)) as pool:
+                pending = pool.map_async(_verify_segments, parts)
+                if alongside is not None:
+                    alongside()
+                results = pending.get()
+        finally:
+            _JOB = None
+        by_chain: dict[Any, list[_SegmentResult]] = {}
+        for part, part_results in zip(parts, results, strict=True):
+            for segment, result in zip(part, part_results, strict=True):
+                by_chain.setdefault(segment.key, []).append(result)
+        reports: list[ChainReport] = []
+        for key, entries, last_seq in sizes:
+            report = ChainReport(chain=self.model.chain_name, chain_key=key)
+            if not _stitch(report, by_chain.get(key, []), entries, last_seq):
+                walked = self.walk(self.chain_filter(key))
+                report = walked[0] if walked else report
+            reports.append(report)
+        return reports
+
+    def _chain_sizes(self, where: Any) -> list[tuple[Any, int, int]]:
+        """(chain key, entries, last seq) of each chain, in the order :meth:`walk` visits them."""
+        table = self.table
+        key_name = self.model.chain_key_field
+        key = table.c[key_name] if key_name else literal(None)
+        statement = select(key, func.count(), func.max(table.c.seq))
+        if where is not None:
+            statement = statement.where(where)
+        if key_name:
+            statement = statement.group_by(key).order_by(key)
+        return [(row[0], row[1], row[2]) for row in self.session.execute(statement) if row[1]]
+
+    def _segments(self, sizes: list[tuple[Any, int, int]], workers: int) -> list[list[_Segment]]:
+        """The chains cut into ``workers`` parts of about equal size, by sequence number.
+
+        A part's first range of a chain starts at the chain's first entry or at a given seq; its last
+        ends at a given seq or reads to the chain's end (so entries outside ``1..last seq`` are read too).
+        """
+        total = sum(last for _, _, last in sizes)
+        share = -(-total // workers)
+        parts: list[list[_Segment]] = [[] for _ in range(workers)]
+        offset = 0  # entries of earlier chains
+        for key, _, last in sizes:
+            where = self.chain_filter(key)
+            start = 1
+            while start <= last:
+                part = min((offset + start - 1) // share, workers - 1)
+                end = min(last, (part + 1) * share - offset) if part < workers - 1 else last
+                lo = None if start == 1 else start
+                hi = None if end == last else end
+                parts[part].append(_Segment(key, lo, hi, self._sql(where=where, since_seq=lo, until_seq=hi)))
+                start = end + 1
+            offset += last
+        return [part for part in parts if part]
+
+
+def _links_hold(verifier: _Verifier | _Job, columns: list[Sequence[Any]], first: int, head: str) -> bool:
+    """Whether raw columns (prev_hash, hash, payload...) are entries ``first, first + 1...`` after ``head``."""
+    prevs, hashes, payload = columns[0], columns[1], columns[2:]
+    count = len(hashes)
+    if list(payload[verifier.seq_at]) != list(range(first, first + count)):
+        return False
+    if prevs[0] != head or prevs[1:] != hashes[:-1]:
+        return False
+    fragments = [encode(column) for encode, column in zip(verifier.encoders, payload, strict=True)]
+    texts = map(verifier.template.__mod__, zip(prevs, *fragments, strict=True))
+    sha256 = hashlib.sha256
+    return [sha256(text.encode()).hexdigest() for text in texts] == list(hashes)
+
+
+def _stitch(report: ChainReport, results: list[_SegmentResult], entries: int, last_seq: int) -> bool:
+    """Fill ``report`` from its ranges' results if they are all sound and join up; ``False`` if not."""
+    head = GENESIS_HASH
+    seq = 0
+    for result in results:
+        if not result.ok or result.first_seq != seq + 1 or result.first_prev != head:
+            return False
+        seq, head = result.last_seq, result.last_hash
+    if seq != last_seq or seq != entries:
+        return False  # not the rows counted through the session: let the session's walk decide
+    report.entries, report.head_hash = seq, head
+    return True
+
+
+def _transposed(rows: Sequence[Any]) -> list[Sequence[Any]]:
+    return list(zip(*rows, strict=True))
+
+
+def _fetch(connection: Any, dialect: str, sql: str) -> Iterator[Sequence[Any]]:
+    """Batches of raw rows from a DB-API connection (a server-side cursor on PostgreSQL)."""
+    if dialect == "postgresql":
+        cursor = connection.cursor(name=f"zgoda_verify_{os.getpid()}_{next(_CURSOR_NUMBERS)}")
+    else:
+        cursor = connection.cursor()
+    try:
+        cursor.execute(sql)
+        while batch := cursor.fetchmany(_VERIFY_BATCH):
+            yield batch
+    finally:
+        cursor.close()
+
+
+def _parallel_view(session: Session, fresh: bool) -> dict[str, Any] | None:
+    """How worker processes connect so they see exactly what the session sees; ``None`` if they cannot.
+
+    PostgreSQL: the session's transaction must not have written anything (no transaction id assigned);
+    its snapshot is exported and every worker reads in it. SQLite (a file): the session must have
+    started no transaction before verifying; it now holds ``BEGIN IMMEDIATE`` (no one else can commit)
+    and has written nothing, so the committed file is what it sees.
+    """
+    connection = session.connection()
+    dialect = connection.dialect
+    if dialect.name == "postgresql" and dialect.driver == "psycopg":
+        if (dialect.server_version_info or (0,)) < (13,):
+            return None
+        if connection.exec_driver_sql("SELECT pg_current_xact_id_if_assigned()").scalar() is not None:
+            return None
+        snapshot = connection.exec_driver_sql("SELECT pg_export_snapshot()").scalar()
+        args, kwargs = dialect.create_connect_args(connection.engine.url)
+        return {"dialect": "postgresql", "args": list(args), "kwargs": dict(kwargs), "snapshot": snapshot}
+    if dialect.name == "sqlite" and fresh:
+        path = connection.engine.url.database
+        if not path or path == ":memory:" or path.startswith("file:") or not Path(path).is_file():
+            return None
+        return {"dialect": "sqlite", "path": str(Path(path).resolve())}
+    return None
+
+
+class _Job:
+    """What a forked worker needs: how to connect, and the verifier's layout (inherited, not pickled)."""
+
+    def __init__(self, verifier: _Verifier, view: dict[str, Any]) -> None:
+        self.view = view
+        self.template = verifier.template
+        self.encoders = verifier.encoders
+        self.seq_at = verifier.seq_at
+
+    def connect(self) -> Any:
+        view = self.view
+        if view["dialect"] == "sqlite":
+            import sqlite3
+
+            return sqlite3.connect(f"{Path(view['path']).as_uri()}?mode=ro", uri=True)
+        import psycopg
+
+        connection = psycopg.connect(*view["args"], **view["kwargs"])
+        connection.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        connection.read_only = True
+        connection.execute("SET TRANSACTION SNAPSHOT %s" % _quote_literal(view["snapshot"]))  # noqa: UP031
+        return connection
+
+    def check(self, connection: Any, segment: _Segment) -> _SegmentResult:
+        first = segment.lo or 1
+        expected_prev: str | None = GENESIS_HASH if segment.lo is None else None
+        result: _SegmentResult | None = None
+        for batch in _fetch(connection, self.view["dialect"], segment.sql):
+            columns = _transposed(batch)
+            head = expected_prev if expected_prev is not None else columns[0][0]
+            if not _links_hold(self, columns, first, head):
+                return _SegmentResult(ok=False)
+            if result is None:
+                result = _SegmentResult(True, 0, first, head, 0, "")
+            first += len(batch)
+            expected_prev = columns[1][-1]
+            result = _SegmentResult(
+                True, result.count + len(batch), result.first_seq, result.first_prev, first - 1, expected_prev
+            )
+        if result is None or (segment.hi is not None and result.last_seq != segment.hi):
+            return _SegmentResult(ok=False)
+        return result
+
+
+_JOB: _Job | None = None
+
+
+def _verify_segments(segments: list[_Segment]) -> list[_SegmentResult]:
+    """In a worker process: check each segment through a connection of its own."""
+    job = _JOB
+    assert job is not None
+    connection = job.connect()
+    try:
+        return [job.check(connection, segment) for segment in segments]
+    finally:
+        connection.close()
+
+
+def _quote_literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
 
 
 def _problem(entries: int, head: str, seq: int, entry_id: int, prev_hash: str) -> ChainProblem:
@@ -412,11 +678,22 @@ def _json_any(values: Sequence[Any]) -> list[str]:
 
 
 def _json_strings(values: Sequence[Any]) -> list[str]:
-    encode = encode_basestring
-    return [
-        encode(value) if type(value) is str else "null" if value is None else _CANONICAL.encode(_canonical_value(value))
-        for value in values
-    ]
+    """Each distinct string is encoded once (a column often repeats a few values); ``None`` is ``null``."""
+    try:
+        known: dict[Any, str] = {value: encode_basestring(value) for value in set(values) if type(value) is str}
+    except TypeError:  # something unhashable
+        encode = encode_basestring
+        return [
+            encode(value)
+            if type(value) is str
+            else "null"
+            if value is None
+            else _CANONICAL.encode(_canonical_value(value))
+            for value in values
+        ]
+    known[None] = "null"  # a str key only matches a str, and None only None
+    get = known.get
+    return [get(value) or _CANONICAL.encode(_canonical_value(value)) for value in values]
 
 
 def _json_ints(values: Sequence[Any]) -> list[str]:
@@ -453,6 +730,47 @@ def _json_naive_utc(values: Sequence[Any]) -> list[str]:
         else "null"
         if value is None
         else _CANONICAL.encode(_naive_utc_text(value) if isinstance(value, datetime) else value)
+        for value in values
+    ]
+
+
+def _json_processed(process: Callable[[Any], Any], encode: _Encoder, values: Sequence[Any]) -> list[str]:
+    return encode([process(value) for value in values])
+
+
+# How SQLAlchemy stores a timestamp in SQLite: always this shape, which :func:`_json_sqlite_datetimes` turns
+# into canonical JSON as text. Anything else is parsed as SQLAlchemy would read it.
+_SQLITE_DATETIME = re.compile(r"[1-9][0-9]{3}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}")
+
+
+def _json_sqlite_datetimes(process: Callable[[Any], Any], values: Sequence[Any]) -> list[str]:
+    """``_json_naive_utc`` of SQLite's stored timestamp texts, without making datetimes.
+
+    ``"2025-01-06 09:00:00.000000"`` gives ``"2025-01-06T09:00:00.000000Z"``, which is what
+    ``_naive_utc_text`` writes for the datetime SQLAlchemy parses from it (year 1000 or later, six digits
+    of microseconds); the fragment copies the stored text, so different texts give different fragments.
+    """
+    match = _SQLITE_DATETIME.fullmatch
+    try:
+        known = {
+            value: '"' + value[:10] + "T" + value[11:] + 'Z"'
+            for value in set(values)
+            if type(value) is str and match(value)
+        }
+    except TypeError:  # something unhashable
+        return [_json_naive_utc([process(value)])[0] for value in values]
+    get = known.get  # a str key only matches a str
+    return [get(value) or _json_naive_utc([process(value)])[0] for value in values]
+
+
+def _json_sqlite_bools(process: Callable[[Any], Any], values: Sequence[Any]) -> list[str]:
+    """``_json_bools`` of SQLite's stored 0 and 1; anything else as SQLAlchemy would read it."""
+    return [
+        "true"
+        if value == 1 and type(value) is int
+        else "false"
+        if value == 0 and type(value) is int
+        else _json_bools([process(value)])[0]
         for value in values
     ]
 
