@@ -120,6 +120,7 @@ def _server_environment(data_dir: Path, database_url: str, base_url: str) -> dic
             "ZGODA_DATABASE_URL": database_url,
             "ZGODA_SECRET_KEY": SERVER_SECRET,
             "ZGODA_BASE_URL": base_url,
+            "ZGODA_SMTP_PORT": str(_free_port()),  # the demo's SMTP sink, never a port another run holds
             "PYTHONUNBUFFERED": "1",
         }
     )

@@ -14,15 +14,15 @@ from zgoda.accounts import service
 from zgoda.accounts.roles import Role
 from zgoda.accounts.schemas import WorkspaceSettingsUpdate
 from zgoda.audit import service as audit
-from zgoda.core.crypto import new_token
-from zgoda.core.errors import AuthenticationFailed, InvalidInput, RateLimited, ZgodaError
+from zgoda.core.crypto import constant_time_equal, new_token
+from zgoda.core.errors import AuthenticationFailed, CsrfFailed, InvalidInput, RateLimited, ZgodaError
 from zgoda.core.settings import Settings
 from zgoda.core.tenancy import Actor, bind_scope
 from zgoda.web.context import (
+    CSRF_FIELD,
     PRE_SESSION_COOKIE,
     SESSION_COOKIE,
     RequestContext,
-    check_csrf,
     client_ip,
     csrf_token_for,
     get_session,
@@ -84,11 +84,12 @@ def login_form(request: Request, settings: Settings = Depends(get_settings_dep))
 
 @router.post("/login", response_class=HTMLResponse)
 @public("signing in")
-async def login(
+def login(
     request: Request,
     email: Annotated[str, Form(max_length=320)] = "",
     password: Annotated[str, Form(max_length=1024)] = "",
     next_url: Annotated[str, Form(alias="next", max_length=2000)] = "/",
+    csrf_token: Annotated[str, Form(alias=CSRF_FIELD, max_length=200)] = "",
     session: Session = Depends(get_session),
     settings: Settings = Depends(get_settings_dep),
 ) -> Response:
@@ -102,7 +103,8 @@ async def login(
             next_url=_safe_next(next_url),
             error="Your sign-in form expired. Please try again.",
         )
-    await check_csrf(request, csrf_token_for(settings, pre, pre_login=True))
+    if not constant_time_equal(csrf_token, csrf_token_for(settings, pre, pre_login=True)):
+        raise CsrfFailed("This form has expired or lacks its security token. Reload the page and try again.")
     ip = client_ip(request)
     bind_scope(session, workspace_id=None, actor=Actor(label=email.strip().lower() or "anonymous", via="ui", ip=ip))
     if not email.strip() or not password:

@@ -25,7 +25,12 @@ from zgoda.core.settings import Settings, get_settings
 
 log = logging.getLogger("zgoda.tasks")
 
-TASK_MODULES = ["zgoda.contacts.imports.tasks", "zgoda.contacts.connectors.tasks", "zgoda.campaigns.tasks", "zgoda.feedback.tasks"]
+TASK_MODULES = [
+    "zgoda.contacts.imports.tasks",
+    "zgoda.contacts.connectors.tasks",
+    "zgoda.campaigns.tasks",
+    "zgoda.feedback.tasks",
+]
 # memory:// until configure() runs: a process that never configured Celery must not publish to a stray broker
 celery_app = Celery("zgoda", include=TASK_MODULES, broker="memory://")
 

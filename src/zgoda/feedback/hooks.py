@@ -33,7 +33,7 @@ from zgoda.feedback.providers import (
     verify_postmark_token,
 )
 from zgoda.feedback.service import apply
-from zgoda.web.context import get_session, get_settings_dep, public
+from zgoda.web.context import get_session, get_settings_dep, public, request_body
 
 log = logging.getLogger("zgoda.feedback.hooks")
 router = APIRouter(prefix="/hooks", tags=["provider webhooks"])
@@ -63,13 +63,14 @@ def _apply_all(session: Session, events: list[ProviderEvent]) -> dict[str, int]:
 
 @router.post("/ses")
 @public("Amazon SNS posts SES notifications; the SNS signature (certificate from an Amazon host) authenticates them")
-async def ses_webhook(
-    request: Request, session: Session = Depends(get_session), settings: Settings = Depends(get_settings_dep)
+def ses_webhook(
+    body: bytes = Depends(request_body),
+    session: Session = Depends(get_session),
+    settings: Settings = Depends(get_settings_dep),
 ) -> Response:
     """SES bounces, complaints and deliveries via SNS; a subscription confirmation is confirmed."""
     if not settings.ses_topic_arns:
         return _not_configured("SES")
-    body = await request.body()
     try:
         result = parse_ses(body, topic_arns=settings.ses_topic_arns, cache=_certificates)
         if result.subscribe_url:
@@ -83,13 +84,15 @@ async def ses_webhook(
 
 @router.post("/sendgrid")
 @public("SendGrid's signed Event Webhook; the ECDSA signature over timestamp and body authenticates it")
-async def sendgrid_webhook(
-    request: Request, session: Session = Depends(get_session), settings: Settings = Depends(get_settings_dep)
+def sendgrid_webhook(
+    request: Request,
+    body: bytes = Depends(request_body),
+    session: Session = Depends(get_session),
+    settings: Settings = Depends(get_settings_dep),
 ) -> Response:
     """SendGrid's event batch."""
     if not settings.sendgrid_public_key:
         return _not_configured("SendGrid")
-    body = await request.body()
     try:
         events = parse_sendgrid(body, dict(request.headers), public_key=settings.sendgrid_public_key)
     except WebhookRejected as error:
@@ -114,13 +117,14 @@ def _token_store(session: Session) -> Callable[[str], bool]:
 
 @router.post("/mailgun")
 @public("Mailgun's webhooks; the HMAC of timestamp and a one-time token with the signing key authenticates them")
-async def mailgun_webhook(
-    request: Request, session: Session = Depends(get_session), settings: Settings = Depends(get_settings_dep)
+def mailgun_webhook(
+    body: bytes = Depends(request_body),
+    session: Session = Depends(get_session),
+    settings: Settings = Depends(get_settings_dep),
 ) -> Response:
     """One Mailgun event."""
     if settings.mailgun_signing_key is None:
         return _not_configured("Mailgun")
-    body = await request.body()
     try:
         events = parse_mailgun(
             body, signing_key=settings.mailgun_signing_key.get_secret_value(), seen_token=_token_store(session)
@@ -132,16 +136,15 @@ async def mailgun_webhook(
 
 @router.post("/postmark/{token}")
 @public("Postmark's webhooks; the secret token in the address authenticates them")
-async def postmark_webhook(
-    request: Request,
+def postmark_webhook(
     token: str,
+    body: bytes = Depends(request_body),
     session: Session = Depends(get_session),
     settings: Settings = Depends(get_settings_dep),
 ) -> Response:
     """One Postmark event."""
     if settings.postmark_webhook_token is None:
         return _not_configured("Postmark")
-    body = await request.body()
     try:
         verify_postmark_token(token, settings.postmark_webhook_token.get_secret_value())
         events = parse_postmark(body)

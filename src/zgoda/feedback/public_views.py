@@ -12,12 +12,13 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from sqlalchemy.orm import Session
+from starlette.datastructures import FormData
 
 from zgoda.core.crypto import constant_time_equal, keyed_hash
 from zgoda.core.errors import CsrfFailed, NotFound
 from zgoda.core.settings import Settings
 from zgoda.feedback import subject as subjects
-from zgoda.web.context import client_ip, get_session, get_settings_dep, public
+from zgoda.web.context import client_ip, get_session, get_settings_dep, public, request_form
 from zgoda.web.templating import templates
 
 router = APIRouter(tags=["subjects"], include_in_schema=False)
@@ -133,14 +134,14 @@ def unsubscribe_page(
 
 @router.post("/u/{token}")
 @public("RFC 8058 one-click unsubscribe: mail providers POST without cookies or credentials")
-async def unsubscribe(
+def unsubscribe(
     request: Request,
     token: str,
+    form: FormData = Depends(request_form),
     session: Session = Depends(get_session),
     settings: Settings = Depends(get_settings_dep),
 ) -> Response:
     """``List-Unsubscribe=One-Click`` from a mail provider (200, plain), or the page's button (a page)."""
-    form = await request.form()
     one_click = form.get("List-Unsubscribe") == "One-Click"
     subject = _resolve(request, session, settings, token)
     if isinstance(subject, HTMLResponse):
@@ -181,14 +182,14 @@ def preferences_page(
 
 @router.post("/preferences/{token}", response_class=HTMLResponse)
 @public("the preference centre's form; the signed token and a form token bound to it authenticate it")
-async def preferences_save(
+def preferences_save(
     request: Request,
     token: str,
+    form: FormData = Depends(request_form),
     session: Session = Depends(get_session),
     settings: Settings = Depends(get_settings_dep),
 ) -> Response:
     """Record the changes as grants and withdrawals with the method ``preference_centre``."""
-    form = await request.form()
     subject = _resolve(request, session, settings, token)
     if isinstance(subject, HTMLResponse):
         return subject

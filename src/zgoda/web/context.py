@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
+from starlette.datastructures import FormData
 
 from zgoda.accounts import service as accounts
 from zgoda.accounts.models import ApiToken, Membership, User, Workspace
@@ -70,9 +72,18 @@ async def submitted_csrf(request: Request) -> str:
     return ""
 
 
-async def check_csrf(request: Request, expected: str) -> None:
-    if not constant_time_equal(await submitted_csrf(request), expected):
-        raise CsrfFailed("This form has expired or lacks its security token. Reload the page and try again.")
+async def request_body(request: Request) -> bytes:
+    """The raw body, as a dependency read on the event loop.
+
+    Handlers that do blocking work (the database, Argon2, signatures) are plain ``def`` and run in the
+    thread pool; as ``async def`` they would stall every other request of the process meanwhile.
+    """
+    return await request.body()
+
+
+async def request_form(request: Request) -> FormData:
+    """The posted form, as a dependency read on the event loop (see :func:`request_body`)."""
+    return await request.form()
 
 
 @dataclass
@@ -106,7 +117,9 @@ def _workspace_slug(request: Request) -> str | None:
     return str(slug) if slug else None
 
 
-async def _resolve(request: Request, session: Session, settings: Settings, permission: str) -> RequestContext:
+def _resolve(
+    request: Request, session: Session, settings: Settings, permission: str, submitted_csrf: str | None
+) -> RequestContext:
     ip = client_ip(request)
     authorization = request.headers.get("authorization", "")
     if authorization.lower().startswith("bearer "):
@@ -123,7 +136,7 @@ async def _resolve(request: Request, session: Session, settings: Settings, permi
             session=session, settings=settings, actor=actor, token=token, workspace=workspace, role=Role(token.role)
         )
     else:
-        context = await _resolve_browser(request, session, settings, ip)
+        context = _resolve_browser(request, session, settings, ip, submitted_csrf)
     if permission != USER_PERMISSION:
         if context.role is None:
             raise NotFound("Name a workspace for this request.", field="workspace")
@@ -133,7 +146,9 @@ async def _resolve(request: Request, session: Session, settings: Settings, permi
     return context
 
 
-async def _resolve_browser(request: Request, session: Session, settings: Settings, ip: str | None) -> RequestContext:
+def _resolve_browser(
+    request: Request, session: Session, settings: Settings, ip: str | None, submitted_csrf: str | None
+) -> RequestContext:
     cookie = request.cookies.get(SESSION_COOKIE)
     login = accounts.resolve_login_session(session, cookie) if cookie else None
     if login is None:
@@ -143,8 +158,8 @@ async def _resolve_browser(request: Request, session: Session, settings: Setting
     assert cookie is not None
     user = login.user
     csrf = csrf_token_for(settings, cookie)
-    if request.method not in SAFE_METHODS:
-        await check_csrf(request, csrf)
+    if request.method not in SAFE_METHODS and not constant_time_equal(submitted_csrf or "", csrf):
+        raise CsrfFailed("This form has expired or lacks its security token. Reload the page and try again.")
     memberships = list(accounts.memberships_of(session, user))
     context = RequestContext(
         session=session,
@@ -179,7 +194,10 @@ def require(permission: str) -> Any:
         session: Session = Depends(get_session),
         settings: Settings = Depends(get_settings_dep),
     ) -> RequestContext:
-        return await _resolve(request, session, settings, permission)
+        # the body is read on the event loop; the database work runs in the thread pool, so a slow
+        # query or a lock wait never stalls the other requests of the process
+        submitted = await submitted_csrf(request) if request.method not in SAFE_METHODS else None
+        return await run_in_threadpool(_resolve, request, session, settings, permission, submitted)
 
     dependency.zgoda_permission = permission  # type: ignore[attr-defined]
     return Depends(dependency)
@@ -193,7 +211,7 @@ def require_existing(permission: str, **lookups: Callable[[Session, int], object
     """
     guard = require(permission)
 
-    async def dependency(request: Request, ctx: RequestContext = guard) -> RequestContext:
+    def dependency(request: Request, ctx: RequestContext = guard) -> RequestContext:
         for name, lookup in lookups.items():
             raw = str(request.path_params.get(name, ""))
             if not raw.isdigit():

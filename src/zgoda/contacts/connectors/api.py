@@ -21,6 +21,7 @@ from zgoda.web.context import (
     get_session,
     get_settings_dep,
     public,
+    request_body,
     require,
     require_existing,
 )
@@ -68,14 +69,14 @@ def list_deliveries(source_id: int, ctx: RequestContext = require("sources.read"
 
 @router.post("/sources/{source_id}/submissions")
 @public("a client's website posts signed form submissions; the HMAC signature authenticates it")
-async def receive_submission(
+def receive_submission(
     source_id: int,
     request: Request,
+    body: bytes = Depends(request_body),
     session: Session = Depends(get_session),
     settings: Settings = Depends(get_settings_dep),
 ) -> dict[str, Any]:
     """A signup from the source's own form: verified by its signature, idempotent by submission_id."""
-    body = await request.body()
     if len(body) > inbound.MAX_BODY_BYTES:
         raise InvalidInput("A submission is at most 64 KB.", field="body")
     with unscoped(session):

@@ -6,7 +6,7 @@ import io
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from zgoda.consent import sources
@@ -16,7 +16,7 @@ from zgoda.contacts.imports.tasks import run_import
 from zgoda.core.csvsafe import write_csv
 from zgoda.core.errors import Conflict, InvalidInput
 from zgoda.core.tasks import enqueue_after_commit
-from zgoda.web.context import RequestContext, require
+from zgoda.web.context import RequestContext, request_body, require
 
 router = APIRouter(tags=["imports"])
 MAX_BATCH_RECORDS = 10_000
@@ -112,15 +112,15 @@ def resume_import(job_id: int, ctx: RequestContext = require("imports.run")) -> 
 
 
 @router.post("/contacts:batch")
-async def contacts_batch(
+def contacts_batch(
     request: Request,
     source: Annotated[str, Query(max_length=120, description="Source name or id the records come from")],
     dry_run: Annotated[bool, Query()] = False,
+    body: bytes = Depends(request_body),
     ctx: RequestContext = require("imports.run"),
 ) -> JSONResponse:
     """Up to 10,000 records (a JSON array, or JSON Lines with Content-Type application/x-ndjson, at most 10 MB)
     imported at once with the same rules and report as a file; record keys are column names."""
-    body = await request.body()
     if len(body) > MAX_BATCH_BYTES:
         raise InvalidInput(f"A batch is at most {MAX_BATCH_BYTES // (1024 * 1024)} MB.", field="body")
     lines = _batch_lines(body, request.headers.get("content-type", ""))

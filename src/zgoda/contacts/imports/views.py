@@ -7,8 +7,9 @@ from itertools import islice
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.datastructures import FormData
 
 from zgoda.consent import purposes, sources
 from zgoda.contacts.imports import service as imports
@@ -17,7 +18,7 @@ from zgoda.contacts.imports.reader import inspect, read_rows
 from zgoda.contacts.imports.tasks import run_import
 from zgoda.core.errors import InvalidInput, ZgodaError
 from zgoda.core.tasks import enqueue_after_commit
-from zgoda.web.context import RequestContext, require
+from zgoda.web.context import RequestContext, request_form, require
 from zgoda.web.templating import render
 
 router = APIRouter(include_in_schema=False)
@@ -89,9 +90,13 @@ def _proposed(ctx: RequestContext, source: object, headers: list[str]) -> Column
 
 
 @router.post("/w/{slug}/imports/start")
-async def start(request: Request, slug: str, ctx: RequestContext = require("imports.run")) -> Response:
+def start(
+    request: Request,
+    slug: str,
+    form: FormData = Depends(request_form),
+    ctx: RequestContext = require("imports.run"),
+) -> Response:
     """Create the job from the mapping form (``column:<header>`` = target) and queue it."""
-    form = await request.form()
     staged_name = str(form.get("staged_name", ""))
     if not STAGED_NAME.match(staged_name):
         raise InvalidInput("The uploaded file reference is not valid; upload the file again.", field="staged_name")

@@ -1,0 +1,41 @@
+"""End to end in a real browser: the demo campaign is sent, caught by the sink, and its unsubscribe link works."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.e2e.test_browser import OWNER, _sign_in
+from zgoda.demo import DEMO_PASSWORD, DEMO_SLUG
+
+
+@pytest.mark.browser
+def test_the_demo_campaign_reaches_the_sink_and_its_recipient_can_unsubscribe(page: Page, live_server: str) -> None:
+    _sign_in(page, OWNER, DEMO_PASSWORD)
+    page.goto(f"/w/{DEMO_SLUG}/campaigns")
+    page.get_by_role("link", name="Karta zimowa 2026").click()
+    expect(page.locator("h1")).to_have_text("Karta zimowa 2026")
+    page.locator("#send-now button").click()
+    expect(page.locator("#campaign-status")).to_have_text("sent", timeout=60_000)
+    sent = int(page.locator("#progress-sent").inner_text())
+    assert sent > 0
+    assert int(page.locator("#progress-refused").inner_text()) > 0  # the demo list has contacts without consent
+
+    page.goto(f"/w/{DEMO_SLUG}/caught-mail")
+    rows = page.locator("#caught-mail tbody tr")
+    expect(rows.first).to_be_visible()
+    rows.first.locator("a").first.click()
+    checks = page.locator("#message-checks")
+    expect(checks).to_contain_text("List-Unsubscribe-Post")
+    headers = page.locator("#message-headers").inner_text()
+    assert "DKIM-Signature" in headers
+    link = re.search(r"<(http://127\.0\.0\.1:\d+/u/[^>]+)>", headers)
+    assert link is not None, headers
+
+    subject = page.context.new_page()  # the recipient: no staff session needed
+    subject.context.clear_cookies()
+    subject.goto(link.group(1))
+    subject.locator("#unsubscribe").click()
+    expect(subject.locator("#done")).to_be_visible()
