@@ -26,7 +26,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from zgoda.accounts.models import Workspace
@@ -112,46 +113,42 @@ def apply(session: Session, observation: Observation) -> Applied:
         return Applied("ignored", "it names no send of ours")
     scope = current_scope(session)
     with unscoped(session):
-        send = session.scalar(select(Send).where(Send.ref == observation.send_ref))
-    if send is None:
+        found = session.execute(
+            select(Send, Contact).join(Contact, Contact.id == Send.contact_id).where(Send.ref == observation.send_ref)
+        ).first()
+    if found is None:
         log.info("feedback ignored: unknown send ref %s", observation.send_ref)
         return Applied("ignored", "unknown send")
+    send, contact = found
     if scope.workspace_id is not None and scope.workspace_id != send.workspace_id:
         log.warning("feedback ignored: send %s belongs to another workspace", send.id)
         return Applied("ignored", "the send belongs to another workspace")
     bind_scope(session, workspace_id=send.workspace_id, actor=Actor.system(f"feedback:{observation.via}"))
     try:
-        return _apply_to_send(session, observation, send)
+        return _apply_to_send(session, observation, send, contact)
     finally:
         bind_scope(session, workspace_id=scope.workspace_id, actor=scope.actor)
 
 
-def _apply_to_send(session: Session, observation: Observation, send: Send) -> Applied:
-    contact = session.get(Contact, send.contact_id)
-    assert contact is not None
+def _apply_to_send(session: Session, observation: Observation, send: Send, contact: Contact) -> Applied:
     if observation.recipient and contact.email and observation.recipient.lower() != contact.email.lower():
         log.warning("feedback ignored: recipient does not match send %s", send.id)
         return Applied("ignored", "the recipient is not the address this send went to", send.workspace_id, send.id)
-    duplicate = session.scalar(select(SendEvent.id).where(SendEvent.dedupe_key == observation.dedupe_key))
-    if duplicate is not None:
-        return Applied("duplicate", "already recorded", send.workspace_id, send.id)
     occurred_at = observation.occurred_at or utcnow()
-    event = SendEvent(
-        send_id=send.id,
-        contact_id=contact.id,
-        kind=observation.kind.value,
-        occurred_at=occurred_at,
-        dedupe_key=observation.dedupe_key[:200],
-        bounce_class=observation.bounce_class.value if observation.bounce_class else None,
-        reason=observation.reason,
-        status=observation.status,
-        detail={"via": observation.via, "feedback_type": observation.feedback_type, **observation.detail},
-    )
-    try:
-        with session.begin_nested():
-            session.add(event)
-            session.flush()
-    except IntegrityError:  # the same event arrived at the same moment through another request
+    row = {
+        "workspace_id": send.workspace_id,
+        "send_id": send.id,
+        "contact_id": contact.id,
+        "kind": observation.kind.value,
+        "occurred_at": occurred_at,
+        "recorded_at": utcnow(),
+        "dedupe_key": observation.dedupe_key[:200],
+        "bounce_class": observation.bounce_class.value if observation.bounce_class else None,
+        "reason": observation.reason,
+        "status": observation.status,
+        "detail": {"via": observation.via, "feedback_type": observation.feedback_type, **observation.detail},
+    }
+    if not _insert_once(session, row):  # stored before, or a moment ago through another request
         return Applied("duplicate", "already recorded", send.workspace_id, send.id)
     applied = Applied("recorded", "", send.workspace_id, send.id)
     address = contact.email
@@ -195,6 +192,16 @@ def _after_bounce(
         )
         return new
     return False
+
+
+def _insert_once(session: Session, row: dict[str, Any]) -> bool:
+    """Insert one send event unless its dedupe key is stored already (one statement, no savepoint)."""
+    table = SendEvent.__table__
+    dialect = session.get_bind().dialect.name
+    insert_: Any = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    statement = insert_(table).values(**row).on_conflict_do_nothing(index_elements=["workspace_id", "dedupe_key"])
+    result = session.connection().execute(statement.returning(table.c.id))
+    return result.first() is not None
 
 
 def withdraw_for_send(session: Session, send: Send, *, method: str, observation: Observation | None = None) -> bool:
