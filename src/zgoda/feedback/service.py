@@ -23,9 +23,9 @@ import hashlib
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, select
+from sqlalchemy import Table, bindparam, func, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -36,7 +36,7 @@ from zgoda.consent import ledger
 from zgoda.consent.models import ConsentState, ConsentStatus, EventType, Method, Purpose
 from zgoda.contacts.models import Contact
 from zgoda.core.clock import utcnow
-from zgoda.core.tenancy import Actor, bind_scope, current_scope, unscoped
+from zgoda.core.tenancy import Actor, bind_scope, current_scope
 from zgoda.feedback import suppression
 from zgoda.feedback.kinds import BounceClass, FeedbackKind
 from zgoda.feedback.models import SendEvent
@@ -112,33 +112,50 @@ def apply(session: Session, observation: Observation) -> Applied:
         log.info("feedback ignored: no send ref (%s, %s)", observation.kind.value, observation.via)
         return Applied("ignored", "it names no send of ours")
     scope = current_scope(session)
-    with unscoped(session):
-        found = session.execute(
-            select(Send, Contact).join(Contact, Contact.id == Send.contact_id).where(Send.ref == observation.send_ref)
-        ).first()
+    found = session.connection().execute(_SEND_BY_REF, {"ref": observation.send_ref}).first()
     if found is None:
         log.info("feedback ignored: unknown send ref %s", observation.send_ref)
         return Applied("ignored", "unknown send")
-    send, contact = found
+    send = _SendFacts(*found)
     if scope.workspace_id is not None and scope.workspace_id != send.workspace_id:
         log.warning("feedback ignored: send %s belongs to another workspace", send.id)
         return Applied("ignored", "the send belongs to another workspace")
     bind_scope(session, workspace_id=send.workspace_id, actor=Actor.system(f"feedback:{observation.via}"))
     try:
-        return _apply_to_send(session, observation, send, contact)
+        return _apply_to_send(session, observation, send)
     finally:
         bind_scope(session, workspace_id=scope.workspace_id, actor=scope.actor)
 
 
-def _apply_to_send(session: Session, observation: Observation, send: Send, contact: Contact) -> Applied:
-    if observation.recipient and contact.email and observation.recipient.lower() != contact.email.lower():
+@dataclass(frozen=True)
+class _SendFacts:
+    """What the rules need of a send and its contact (read in one core query: intake is hot)."""
+
+    id: int
+    workspace_id: int
+    contact_id: int
+    email: str | None
+
+
+_SENDS = cast(Table, Send.__table__)
+_CONTACTS = cast(Table, Contact.__table__)
+# a core statement over the platform-wide ref (no tenant filter applies: the ref decides the workspace)
+_SEND_BY_REF = (
+    select(_SENDS.c.id, _SENDS.c.workspace_id, _SENDS.c.contact_id, _CONTACTS.c.email)
+    .join(_CONTACTS, _CONTACTS.c.id == _SENDS.c.contact_id)
+    .where(_SENDS.c.ref == bindparam("ref"))
+)
+
+
+def _apply_to_send(session: Session, observation: Observation, send: _SendFacts) -> Applied:
+    if observation.recipient and send.email and observation.recipient.lower() != send.email.lower():
         log.warning("feedback ignored: recipient does not match send %s", send.id)
         return Applied("ignored", "the recipient is not the address this send went to", send.workspace_id, send.id)
     occurred_at = observation.occurred_at or utcnow()
     row = {
         "workspace_id": send.workspace_id,
         "send_id": send.id,
-        "contact_id": contact.id,
+        "contact_id": send.contact_id,
         "kind": observation.kind.value,
         "occurred_at": occurred_at,
         "recorded_at": utcnow(),
@@ -151,36 +168,44 @@ def _apply_to_send(session: Session, observation: Observation, send: Send, conta
     if not _insert_once(session, row):  # stored before, or a moment ago through another request
         return Applied("duplicate", "already recorded", send.workspace_id, send.id)
     applied = Applied("recorded", "", send.workspace_id, send.id)
-    address = contact.email
+    address = send.email
     if observation.kind == FeedbackKind.BOUNCE and address:
-        applied.suppressed = _after_bounce(session, observation, contact, address, occurred_at)
+        applied.suppressed = _after_bounce(session, observation, send, address, occurred_at)
     elif observation.kind == FeedbackKind.COMPLAINT:
         if address:
             _, applied.suppressed = suppression.suppress(
                 session, address=address, reason="complaint", detail=f"{observation.via}: {observation.feedback_type}"
             )
-        applied.withdrawn = withdraw_for_send(session, send, method=Method.COMPLAINT, observation=observation)
+        applied.withdrawn = withdraw_for_send(
+            session, _send(session, send), method=Method.COMPLAINT, observation=observation
+        )
     elif observation.kind == FeedbackKind.UNSUBSCRIBE:
         method = Method.ONE_CLICK if observation.via == "one_click" else Method.UNSUBSCRIBE_LINK
-        applied.withdrawn = withdraw_for_send(session, send, method=method, observation=observation)
+        applied.withdrawn = withdraw_for_send(session, _send(session, send), method=method, observation=observation)
     return applied
 
 
+def _send(session: Session, facts: _SendFacts) -> Send:
+    send = session.get(Send, facts.id)
+    assert send is not None
+    return send
+
+
 def _after_bounce(
-    session: Session, observation: Observation, contact: Contact, address: str, occurred_at: datetime
+    session: Session, observation: Observation, send: _SendFacts, address: str, occurred_at: datetime
 ) -> bool:
     if observation.bounce_class == BounceClass.HARD:
         _, new = suppression.suppress(
             session, address=address, reason="hard_bounce", detail=f"{observation.status or ''} {observation.reason}"
         )
         return new
-    workspace = session.get(Workspace, contact.workspace_id)
+    workspace = session.get(Workspace, send.workspace_id)
     assert workspace is not None
     limit, days = feedback_rules(workspace)
     since = occurred_at - timedelta(days=days)
     soft = session.scalar(
         select(func.count(SendEvent.id)).where(
-            SendEvent.contact_id == contact.id,
+            SendEvent.contact_id == send.contact_id,
             SendEvent.kind == FeedbackKind.BOUNCE.value,
             SendEvent.bounce_class == BounceClass.SOFT.value,
             SendEvent.occurred_at >= since,
@@ -194,14 +219,19 @@ def _after_bounce(
     return False
 
 
+_EVENTS = cast(Table, SendEvent.__table__)
+_INSERT_ONCE = {
+    dialect: insert_(_EVENTS)
+    .on_conflict_do_nothing(index_elements=["workspace_id", "dedupe_key"])
+    .returning(_EVENTS.c.id)
+    for dialect, insert_ in (("postgresql", postgresql_insert), ("sqlite", sqlite_insert))
+}
+
+
 def _insert_once(session: Session, row: dict[str, Any]) -> bool:
     """Insert one send event unless its dedupe key is stored already (one statement, no savepoint)."""
-    table = SendEvent.__table__
-    dialect = session.get_bind().dialect.name
-    insert_: Any = postgresql_insert if dialect == "postgresql" else sqlite_insert
-    statement = insert_(table).values(**row).on_conflict_do_nothing(index_elements=["workspace_id", "dedupe_key"])
-    result = session.connection().execute(statement.returning(table.c.id))
-    return result.first() is not None
+    statement = _INSERT_ONCE[session.get_bind().dialect.name]
+    return session.connection().execute(statement, row).first() is not None
 
 
 def withdraw_for_send(session: Session, send: Send, *, method: str, observation: Observation | None = None) -> bool:
