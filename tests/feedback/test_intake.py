@@ -165,3 +165,18 @@ def test_the_bounce_mailbox_is_read_over_imap(
     assert handler.seen == {1, 2, 3}
     again = poll_imap(db, settings)
     assert again.messages == 0
+
+
+def test_a_local_bounce_maildir_is_polled_and_applied_messages_move_to_cur(
+    db: Database, session: Session, mailbox: tuple[SendingSetup, list[Send], Path]
+) -> None:
+    from zgoda.feedback.intake import poll_maildir
+
+    setup, _, maildir = mailbox
+    report = poll_maildir(db, maildir)
+    assert (report.messages, report.outcomes["recorded"]) == (3, 2)
+    assert list((maildir / "new").iterdir()) == []
+    assert sorted(p.name for p in (maildir / "cur").iterdir()) == ["1.dsn:2,S", "2.unsub:2,S", "3.stranger:2,S"]
+    assert poll_maildir(db, maildir).messages == 0
+    as_system(session, setup.workspace)
+    assert session.scalar(select(func.count(SendEvent.id))) == 2

@@ -80,7 +80,7 @@ def start_scheduler(interval: float = 30.0) -> threading.Thread:
         while True:
             try:
                 dispatch_due_campaigns.delay()
-                if get_settings().imap_host:
+                if get_settings().imap_host or get_settings().bounce_maildir:
                     poll_bounce_mailbox.delay()
             except Exception:  # the broker may be briefly away: try again next time
                 log.exception("could not queue the periodic checks")

@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     imap_password: SecretStr | None = None
     imap_security: Literal["tls", "starttls", "none"] = "tls"
     imap_folder: str = "INBOX"
+    bounce_maildir: Path | None = Field(
+        default=None, description="A local Maildir the bounce domain's MX delivers into, polled like the mailbox."
+    )
     ses_topic_arns: list[str] = Field(default_factory=list, description="SNS topics whose SES events are accepted.")
     sendgrid_public_key: str | None = Field(default=None, description="SendGrid's signed-webhook verification key.")
     mailgun_signing_key: SecretStr | None = Field(default=None, description="Mailgun's HTTP webhook signing key.")

@@ -138,6 +138,29 @@ def ingest_paths(database: Database, paths: Iterable[Path], *, bounce_domain: st
     return report
 
 
+def poll_maildir(database: Database, maildir: Path, *, bounce_domain: str | None = None) -> IngestReport:
+    """Apply every message in the Maildir's ``new/`` and move it to ``cur/`` marked seen (Maildir's own protocol).
+
+    For a bounce domain whose MX delivers into a local Maildir. A message is moved only after it was
+    applied, so a crash in between applies it again next time, which changes nothing.
+    """
+    report = IngestReport()
+    new = maildir / "new"
+    if not new.is_dir():
+        return report
+    for path in sorted(new.iterdir()):
+        if not path.is_file():
+            continue
+        try:
+            raw = path.read_bytes()
+        except OSError as error:
+            report.unreadable.append(f"{path.name}: {error.strerror or error}")
+            continue
+        ingest_message(database, raw, report, bounce_domain=bounce_domain)
+        path.rename(maildir / "cur" / f"{path.name}:2,S")
+    return report
+
+
 @dataclass(frozen=True)
 class ImapSettings:
     host: str
