@@ -97,3 +97,19 @@ def test_demo_is_idempotent(cli_env: str) -> None:
     code, output = invoke("verify", "--json")
     chains = {(c["check"], c["scope"]): c for c in json.loads(output)["chains"]}
     assert chains[("audit", "demo")]["entries"] == audit_after_first  # a second run adds nothing
+
+
+def test_the_demo_has_a_ready_campaign_and_a_sent_one_with_its_feedback(cli_env: str) -> None:
+    code, output = invoke("demo")
+    assert code == 0, output
+    assert "IN TXT v=DKIM1; k=rsa; p=" in output
+    code, output = invoke("campaign", "list", "--workspace", "demo", "--json")
+    assert code == 0, output
+    campaigns = {c["campaign"]: c for c in json.loads(output)}
+    assert campaigns["Karta zimowa 2026"]["status"] == "draft"
+    sent = campaigns["Jesienna kawa 2026"]
+    assert sent["status"] == "sent" and sent["sent"] > 10
+    assert sent["refused_by_reason"].get("no_consent", 0) > 0  # the gate had work
+    code, output = invoke("suppression", "list", "--workspace", "demo", "--json")
+    reasons = sorted(entry["reason"] for entry in json.loads(output)["entries"])
+    assert reasons == ["complaint", "hard_bounce"]  # from a real DSN and a real ARF report, parsed and applied

@@ -259,7 +259,7 @@ def demo() -> None:
     _ensure_schema(settings)
     database = Database.from_url(settings.resolved_database_url)
     try:
-        info = seed_demo_database(database, storage_dir=settings.data_dir, secret=settings.resolved_secret_key())
+        info = seed_demo_database(database, storage_dir=settings.data_dir, settings=settings)
     finally:
         database.engine.dispose()
     _print_demo(info, settings.base_url)
@@ -303,7 +303,7 @@ def serve(
 
         database = Database.from_url(settings.resolved_database_url)
         try:
-            info = seed_demo_database(database, storage_dir=settings.data_dir, secret=settings.resolved_secret_key())
+            info = seed_demo_database(database, storage_dir=settings.data_dir, settings=settings)
         finally:
             database.engine.dispose()
         _print_demo(info, settings.base_url)

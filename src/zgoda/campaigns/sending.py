@@ -43,8 +43,8 @@ from zgoda.campaigns.message import compose_message
 from zgoda.campaigns.models import Campaign, CampaignStatus, Send, SendStatus
 from zgoda.campaigns.rendering import CompiledTemplate, RenderedParts, compile_template
 from zgoda.campaigns.service import contact_merge_values, merge_fields, sender_identity
-from zgoda.campaigns.tracking import TRACKING_PURPOSE, add_tracking
-from zgoda.consent.models import ConsentState, ConsentStatus, Purpose, Source
+from zgoda.campaigns.tracking import add_tracking, tracking_consents
+from zgoda.consent.models import Purpose, Source
 from zgoda.contacts.models import Contact
 from zgoda.core.clock import utcnow
 from zgoda.core.db import Database
@@ -352,22 +352,6 @@ def decide(session: Session, audience: Audience, contact_ids: Sequence[int]) -> 
     for contact_id in contact_ids:
         decisions.setdefault(contact_id, Decision(LEFT_AUDIENCE, None, None))
     return decisions
-
-
-def tracking_consents(session: Session, contact_ids: Sequence[int]) -> set[int]:
-    """The contacts among ``contact_ids`` whose profiling consent is granted now (they may be tracked)."""
-    now = utcnow()
-    query = (
-        select(ConsentState.contact_id)
-        .join(Purpose, Purpose.id == ConsentState.purpose_id)
-        .where(
-            Purpose.key == TRACKING_PURPOSE,
-            ConsentState.contact_id.in_(contact_ids),
-            ConsentState.status == ConsentStatus.GRANTED,
-            or_(ConsentState.expires_at.is_(None), ConsentState.expires_at > now),
-        )
-    )
-    return set(session.scalars(query))
 
 
 # --- the run -----------------------------------------------------------------------------------

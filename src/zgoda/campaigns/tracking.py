@@ -12,8 +12,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+from collections.abc import Sequence
 from html import escape, unescape
 from urllib.parse import quote, urlsplit
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from zgoda.consent.models import ConsentState, ConsentStatus, Purpose
+from zgoda.core.clock import utcnow
 
 TRACKING_PURPOSE = "profiling"
 _HREF = re.compile(r"""(<a\b[^>]*?\bhref\s*=\s*)(["'])(.*?)\2""", re.IGNORECASE | re.DOTALL)
@@ -63,3 +70,19 @@ def add_tracking(html: str, *, base_url: str, secret: bytes, token: str) -> str:
     if opened is None:
         return pixel + rewritten
     return rewritten[: opened.end()] + pixel + rewritten[opened.end() :]
+
+
+def tracking_consents(session: Session, contact_ids: Sequence[int]) -> set[int]:
+    """The contacts among ``contact_ids`` whose profiling consent is granted now (they may be tracked)."""
+    now = utcnow()
+    query = (
+        select(ConsentState.contact_id)
+        .join(Purpose, Purpose.id == ConsentState.purpose_id)
+        .where(
+            Purpose.key == TRACKING_PURPOSE,
+            ConsentState.contact_id.in_(contact_ids),
+            ConsentState.status == ConsentStatus.GRANTED,
+            or_(ConsentState.expires_at.is_(None), ConsentState.expires_at > now),
+        )
+    )
+    return set(session.scalars(query))

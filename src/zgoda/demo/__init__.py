@@ -15,9 +15,11 @@ from zgoda.accounts import service as accounts
 from zgoda.accounts.models import User, Workspace
 from zgoda.accounts.roles import Role
 from zgoda.core.db import Database
+from zgoda.core.settings import Settings
 from zgoda.core.tenancy import Actor, bind_scope
 from zgoda.demo.campaigns import seed_campaigns
 from zgoda.demo.consent import seed_consent
+from zgoda.demo.feedback import seed_sent_campaign
 from zgoda.demo.imports import queue_shop_import, run_queued
 
 DEMO_PASSWORD = "zgoda-demo-2026"  # noqa: S105 - the documented demo login, demo data only
@@ -88,15 +90,19 @@ def seed_demo(session: Session, *, storage_dir: Path) -> DemoInfo:
     return info
 
 
-def seed_demo_database(database: Database, *, storage_dir: Path, secret: bytes | None = None) -> DemoInfo:
-    """Seed the demo in its own transactions, run the demo's import job like a worker would, then the campaign."""
+def seed_demo_database(database: Database, *, storage_dir: Path, settings: Settings | None = None) -> DemoInfo:
+    """Seed the demo in its own transactions and run its import job like a worker would; with ``settings``,
+    also its audiences and campaigns: one ready to send, and one sent through a local sink with its feedback."""
     with database.transaction() as session:
         info = seed_demo(session, storage_dir=storage_dir)
     run_queued(database, info.pending_import)
-    if secret is not None:
+    if settings is not None:
         with database.transaction() as session:
             bind_scope(session, workspace_id=None, actor=Actor.system("demo"))
             demo = accounts.get_workspace_by_slug(session, DEMO_SLUG)
             bind_scope(session, workspace_id=demo.id, actor=Actor.system("demo"))
-            info.dkim_record = seed_campaigns(session, secret=secret)
+            info.dkim_record = seed_campaigns(session, secret=settings.resolved_secret_key())
+        maildir = settings.sink_maildir or settings.data_dir / "sink"
+        if seed_sent_campaign(database, settings=settings, workspace_slug=DEMO_SLUG, maildir=maildir):
+            info.created.append("a sent campaign with its feedback")
     return info

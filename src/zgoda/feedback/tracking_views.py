@@ -13,12 +13,9 @@ from datetime import date
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from zgoda.campaigns.tracking import TRACKING_PURPOSE, check_link
-from zgoda.consent.models import ConsentState, ConsentStatus, Purpose
-from zgoda.core.clock import utcnow
+from zgoda.campaigns.tracking import check_link, tracking_consents
 from zgoda.core.errors import NotFound
 from zgoda.core.settings import Settings
 from zgoda.feedback import subject as subjects
@@ -31,21 +28,8 @@ PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRA
 NO_STORE = {"Cache-Control": "no-store, max-age=0", "Referrer-Policy": "no-referrer"}
 
 
-def tracking_allowed(session: Session, subject: subjects.Subject) -> bool:
-    """Whether the contact's profiling consent is granted now."""
-    purpose = session.scalar(select(Purpose).where(Purpose.key == TRACKING_PURPOSE))
-    if purpose is None:
-        return False
-    state = session.scalar(
-        select(ConsentState).where(ConsentState.contact_id == subject.contact.id, ConsentState.purpose_id == purpose.id)
-    )
-    if state is None or state.status != ConsentStatus.GRANTED:
-        return False
-    return state.expires_at is None or state.expires_at > utcnow()
-
-
 def _record(session: Session, subject: subjects.Subject, kind: FeedbackKind, key: str, request: Request) -> None:
-    if subject.send.ref is None or not tracking_allowed(session, subject):
+    if subject.send.ref is None or subject.contact.id not in tracking_consents(session, [subject.contact.id]):
         return
     apply(
         session,
