@@ -14,9 +14,11 @@ import hashlib
 import json
 import secrets
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from itertools import islice
+from json.encoder import encode_basestring
 from typing import Any
 
 from sqlalchemy import (
@@ -90,8 +92,29 @@ class Evidence:
 
 def evidence_digest(salt: str, fields: dict[str, Any]) -> str:
     """SHA-256 of ``salt + "\\n" + canonical_json(fields)``; what the chain covers of the evidence."""
-    text = salt + "\n" + _CANONICAL.encode({name: fields.get(name) for name in EVIDENCE_FIELDS})
+    text = salt + "\n" + evidence_json(fields)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+_EVIDENCE_KEYS = sorted(EVIDENCE_FIELDS)
+_EVIDENCE_TEMPLATE = "{" + ",".join(_CANONICAL.encode(name) + ":%s" for name in _EVIDENCE_KEYS) + "}"
+
+
+def evidence_json(fields: dict[str, Any]) -> str:
+    """``canonical_json`` of the evidence fields (missing ones ``null``), built from a prepared template."""
+    get = fields.get
+    return _EVIDENCE_TEMPLATE % tuple(
+        [
+            encode_basestring(value)
+            if type(value) is str
+            else "null"
+            if value is None
+            else int.__repr__(value)
+            if type(value) is int
+            else _CANONICAL.encode(value)
+            for value in map(get, _EVIDENCE_KEYS)
+        ]
+    )
 
 
 @dataclass
@@ -126,30 +149,99 @@ def _check_choice(value: object, field_name: str) -> None:
     raise InvalidInput(f"Unknown {field_name.replace('_', ' ')} '{value}'; use one of {choices}.", field=field_name)
 
 
-def _validate(event: NewEvent, now: datetime, workspace_id: int) -> datetime:
-    _check_choice(event.event_type, "type")
-    _check_choice(event.method, "method")
-    _check_choice(event.legal_basis, "legal_basis")
+class _Seen:
+    """The attributes validation and the rows need of each contact, purpose, source and notice, read once.
+
+    A batch names the same few objects thousands of times; reading an ORM attribute costs far more than
+    a tuple lookup. Keyed by object identity (the objects live as long as the batch).
+    """
+
+    def __init__(self) -> None:
+        self.contacts: dict[int, tuple[int, int, str, bool]] = {}
+        self.purposes: dict[int, tuple[int, int, str]] = {}
+        self.sources: dict[int, tuple[int, int]] = {}
+        self.notices: dict[int, tuple[int, int, int, str]] = {}
+
+    def contact(self, contact: Contact) -> tuple[int, int, str, bool]:
+        """(workspace_id, id, ref, erased)"""
+        found = self.contacts.get(id(contact))
+        if found is None:
+            workspace_id, contact_id, ref, erased_at = _attributes(contact, _CONTACT_ATTRIBUTES)
+            found = self.contacts[id(contact)] = (workspace_id, contact_id, ref, erased_at is not None)
+        return found
+
+    def purpose(self, purpose: Purpose) -> tuple[int, int, str]:
+        """(workspace_id, id, key)"""
+        found = self.purposes.get(id(purpose))
+        if found is None:
+            found = self.purposes[id(purpose)] = _attributes(purpose, _PURPOSE_ATTRIBUTES)
+        return found
+
+    def source(self, source: Source) -> tuple[int, int]:
+        """(workspace_id, id)"""
+        found = self.sources.get(id(source))
+        if found is None:
+            found = self.sources[id(source)] = (source.workspace_id, source.id)
+        return found
+
+    def notice(self, notice: Notice) -> tuple[int, int, int, str]:
+        """(workspace_id, id, purpose_id, sha256)"""
+        found = self.notices.get(id(notice))
+        if found is None:
+            found = self.notices[id(notice)] = (notice.workspace_id, notice.id, notice.purpose_id, notice.sha256)
+        return found
+
+
+_CONTACT_ATTRIBUTES = ("workspace_id", "id", "ref", "erased_at")
+_PURPOSE_ATTRIBUTES = ("workspace_id", "id", "key")
+
+
+def _attributes(instance: object, names: tuple[str, ...]) -> tuple[Any, ...]:
+    """Column attributes of an ORM object: straight from its ``__dict__`` (where SQLAlchemy keeps loaded
+    values) when all are loaded, else through the ORM (which loads expired ones)."""
+    loaded = instance.__dict__
+    return tuple([loaded[name] if name in loaded else getattr(instance, name) for name in names])
+
+
+_TYPES, _METHODS, _BASES = _CHOICES["type"][1], _CHOICES["method"][1], _CHOICES["legal_basis"][1]
+_WITHDRAW = EventType.WITHDRAW.value
+_GRANT = EventType.GRANT.value
+
+
+def _validate(event: NewEvent, now: datetime, workspace_id: int, seen: _Seen | None = None) -> datetime:
+    """The event's time; raises :class:`InvalidInput` for the first thing wrong with it."""
+    seen = seen or _Seen()
+    kind = event.event_type
+    if not (type(kind) is str and kind in _TYPES):
+        _check_choice(kind, "type")
+    if not (type(event.method) is str and event.method in _METHODS):
+        _check_choice(event.method, "method")
+    if not (type(event.legal_basis) is str and event.legal_basis in _BASES):
+        _check_choice(event.legal_basis, "legal_basis")
     occurred = event.occurred_at or now
     if occurred.tzinfo is None:
         raise InvalidInput("occurred_at needs a time zone (e.g. 2026-05-01T10:00:00Z).", field="occurred_at")
     if occurred > now + CLOCK_SKEW:
         raise InvalidInput("occurred_at is in the future.", field="occurred_at")
-    for name, target in (
-        ("contact", event.contact),
-        ("purpose", event.purpose),
-        ("source_id", event.source),
-        ("notice_id", event.notice),
-    ):
-        if target is not None and target.workspace_id != workspace_id:
-            raise InvalidInput(f"This {name.removesuffix('_id')} belongs to another workspace.", field=name)
-    if event.notice is not None and event.notice.purpose_id != event.purpose.id:
-        raise InvalidInput(
-            f"Notice {event.notice.id} belongs to another purpose, not '{event.purpose.key}'.", field="notice_id"
-        )
-    if event.requires_confirmation and event.event_type != EventType.GRANT:
+    contact_workspace, _, _, erased = seen.contact(event.contact)
+    if contact_workspace != workspace_id:
+        raise InvalidInput("This contact belongs to another workspace.", field="contact")
+    purpose_workspace, purpose_id, purpose_key = seen.purpose(event.purpose)
+    if purpose_workspace != workspace_id:
+        raise InvalidInput("This purpose belongs to another workspace.", field="purpose")
+    if event.source is not None and seen.source(event.source)[0] != workspace_id:
+        raise InvalidInput("This source belongs to another workspace.", field="source_id")
+    if event.notice is not None:
+        notice_workspace, notice_id, notice_purpose, _ = seen.notice(event.notice)
+        if notice_workspace != workspace_id:
+            raise InvalidInput("This notice belongs to another workspace.", field="notice_id")
+        if notice_purpose != purpose_id:
+            raise InvalidInput(
+                f"Notice {notice_id} belongs to another purpose, not '{purpose_key}'.", field="notice_id"
+            )
+    if event.requires_confirmation and kind != _GRANT:
         raise InvalidInput("Only a grant can await confirmation.", field="requires_confirmation")
-    if event.contact.erased_at is not None and event.event_type != EventType.WITHDRAW:
+    if erased and kind != _WITHDRAW:
         raise InvalidInput("This contact was erased; only a withdrawal can be recorded.", field="contact")
     evidence = event.evidence
     if not evidence.is_empty():
@@ -175,34 +267,41 @@ def record_events(session: Session, events: Sequence[NewEvent], *, now: datetime
     workspace_id = current_workspace_id(session)
     actor = current_actor(session)
     now = now or utcnow()
-    occurred = [_validate(event, now, workspace_id) for event in events]
+    seen = _Seen()
+    occurred = [_validate(event, now, workspace_id, seen) for event in events]
     rows: list[dict[str, Any]] = []
     evidence_rows: list[dict[str, Any] | None] = []
     actor_label, actor_user_id = actor.label, actor.user_id
+    salts = iter(secrets.token_hex(16 * sum(1 for event in events if not event.evidence.is_empty())))
     for event, occurred_at in zip(events, occurred, strict=True):
         digest = None
         extra = None
         observed = event.evidence
         if not observed.is_empty():
-            salt = secrets.token_hex(16)
+            salt = "".join(islice(salts, 32))  # 16 random bytes each, as secrets.token_hex(16)
             fields = observed.fields()
             digest = evidence_digest(salt, fields)
             extra = {"salt": salt, **fields}
         evidence_rows.append(extra)
-        source, notice, contact = event.source, event.notice, event.contact
+        source, notice = event.source, event.notice
+        _, contact_id, contact_ref, _ = seen.contact(event.contact)
+        notice_id: int | None = None
+        notice_sha256: str | None = None
+        if notice is not None:
+            _, notice_id, _, notice_sha256 = seen.notice(notice)
         rows.append(
             {
                 "workspace_id": workspace_id,
-                "contact_id": contact.id,
-                "contact_ref": contact.ref,
-                "purpose_id": event.purpose.id,
+                "contact_id": contact_id,
+                "contact_ref": contact_ref,
+                "purpose_id": seen.purpose(event.purpose)[1],
                 "event_type": event.event_type,
                 "requires_confirmation": event.requires_confirmation,
                 "legal_basis": event.legal_basis,
                 "method": event.method,
-                "source_id": source.id if source is not None else None,
-                "notice_id": notice.id if notice is not None else None,
-                "notice_sha256": notice.sha256 if notice is not None else None,
+                "source_id": seen.source(source)[1] if source is not None else None,
+                "notice_id": notice_id,
+                "notice_sha256": notice_sha256,
                 "occurred_at": occurred_at,
                 "recorded_at": now,
                 "actor": actor_label,
@@ -236,22 +335,22 @@ def record_events(session: Session, events: Sequence[NewEvent], *, now: datetime
             row["contact_id"],
             row["purpose_id"],
             Fact(
-                event_id=event_id,
-                seq=row["seq"],
-                event_type=row["event_type"],
-                requires_confirmation=row["requires_confirmation"],
-                legal_basis=row["legal_basis"],
-                occurred_at=row["occurred_at"],
+                event_id,
+                row["seq"],
+                row["event_type"],
+                row["requires_confirmation"],
+                row["legal_basis"],
+                row["occurred_at"],
             ),
         )
         for event_id, row in zip(ids, rows, strict=True)
     ]
-    validity = {event.purpose.id: _validity(event.purpose) for event in events}
+    validity = {purpose.id: _validity(purpose) for purpose in {id(e.purpose): e.purpose for e in events}.values()}
     _materialise(session, writer, workspace_id, facts, validity, now)
     withdrawals = [
-        (event.contact.id, event.purpose.key, occurred_at.isoformat())
+        (seen.contact(event.contact)[1], seen.purpose(event.purpose)[2], occurred_at.isoformat())
         for event, occurred_at in zip(events, occurred, strict=True)
-        if event.event_type == EventType.WITHDRAW
+        if event.event_type == _WITHDRAW
     ]
     if withdrawals:  # Art. 7(3) and 19: the source systems that know the contact hear of it at once
         from zgoda.contacts.connectors.outbound import queue_withdrawal_notices
@@ -296,34 +395,22 @@ class _BulkWriter:
         self.raw = self.dialect.name == "sqlite"
         self._timestamps: dict[Any, Any] = {}
 
-    def _processors(self, table: Table, names: Sequence[str]) -> list[Callable[[Any], Any] | None]:
-        processors: list[Callable[[Any], Any] | None] = []
-        for name in names:
-            column_type = table.c[name].type
-            process: Callable[[Any], Any] | None = column_type.dialect_impl(self.dialect).bind_processor(self.dialect)
-            if process is not None and isinstance(column_type, UTCDateTime):
-                process = self._memoised(process)
-            processors.append(process)
-        return processors
-
-    def _memoised(self, process: Callable[[Any], Any]) -> Callable[[Any], Any]:
-        cache = self._timestamps
-
-        def run(value: Any) -> Any:
-            try:
-                return cache[value]
-            except KeyError:
-                cache[value] = converted = process(value)
-                return converted
-
-        return run
-
     def _columns(self, table: Table, names: Sequence[str], rows: Sequence[dict[str, Any]]) -> list[list[Any]]:
         """One list of bind-ready values per name."""
         columns: list[list[Any]] = []
-        for name, process in zip(names, self._processors(table, names), strict=True):
+        for name in names:
+            column_type = table.c[name].type
+            process = column_type.dialect_impl(self.dialect).bind_processor(self.dialect)
             column = [row[name] for row in rows]
-            columns.append(column if process is None else list(map(process, column)))
+            if process is None:
+                columns.append(column)
+            elif isinstance(column_type, UTCDateTime):  # each distinct instant converted once per batch
+                cache = self._timestamps
+                for value in set(column).difference(cache):
+                    cache[value] = process(value)
+                columns.append(list(map(cache.__getitem__, column)))
+            else:
+                columns.append(list(map(process, column)))
         return columns
 
     def _values(self, table: Table, names: Sequence[str], rows: Sequence[dict[str, Any]]) -> list[tuple[Any, ...]]:
@@ -358,9 +445,10 @@ class _BulkWriter:
         preparer = self.dialect.identifier_preparer
         if self.copy:  # one statement: UPDATE ... FROM unnest(one array per column)
             columns = ["id", *names]
-            arrays = ", ".join(f"%s::{table.c[name].type.compile(self.dialect)}[]" for name in columns)
+            arrays = ", ".join(f"%b::{table.c[name].type.compile(self.dialect)}[]" for name in columns)
             assignments = ", ".join(f"{preparer.quote(name)} = v.{preparer.quote(name)}" for name in names)
-            self.connection.exec_driver_sql(
+            cursor = self.connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            cursor.execute(  # binary (%b): psycopg escapes every element of a text-format array with a regex
                 f"UPDATE {preparer.format_table(table)} AS t SET {assignments} "
                 f"FROM unnest({arrays}) AS v({', '.join(preparer.quote(name) for name in columns)}) WHERE t.id = v.id",
                 tuple(self._columns(table, columns, rows)),
@@ -430,6 +518,7 @@ def _materialise(
             values[pair] = replayed
     inserts: list[dict[str, Any]] = []
     updates: list[dict[str, Any]] = []
+    same_status: list[dict[str, Any]] = []  # SQLite: updated without assigning the (indexed) status
     for pair, value in values.items():
         row = {
             "status": value.status,
@@ -446,9 +535,16 @@ def _materialise(
             inserts.append(row)
         else:
             row["id"] = found[0]
-            updates.append(row)
+            if writer.raw and found[1].status == value.status:
+                # SQLite rewrites an index entry whenever its column is assigned, even to the same value:
+                # leaving status out spares ix_consent_states_purpose_status (and half the pages written)
+                del row["status"]
+                same_status.append(row)
+            else:
+                updates.append(row)
     writer.update_by_id(_STATES, updates)
-    _expire_loaded_states(session, [row["id"] for row in updates])
+    writer.update_by_id(_STATES, same_status)
+    _expire_loaded_states(session, [row["id"] for row in (*updates, *same_status)])
     writer.insert(_STATES, inserts)
 
 

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from functools import partial
 from itertools import count, groupby
 from json.encoder import encode_basestring
-from operator import itemgetter
+from operator import itemgetter, methodcaller
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -520,8 +520,10 @@ def _links_hold(verifier: _Verifier | _Job, columns: list[Sequence[Any]], first:
         return False
     fragments = [encode(column) for encode, column in zip(verifier.encoders, payload, strict=True)]
     texts = map(verifier.template.__mod__, zip(prevs, *fragments, strict=True))
-    sha256 = hashlib.sha256
-    return [sha256(text.encode()).hexdigest() for text in texts] == list(hashes)
+    return list(map(_HEXDIGEST, map(hashlib.sha256, map(str.encode, texts)))) == list(hashes)
+
+
+_HEXDIGEST = methodcaller("hexdigest")
 
 
 def _stitch(report: ChainReport, results: list[_SegmentResult], entries: int, last_seq: int) -> bool:
@@ -677,26 +679,37 @@ def _json_any(values: Sequence[Any]) -> list[str]:
     ]
 
 
+# Each encoder below first looks at the types in the column: when they are the expected ones (a str
+# column of str and None, an int column of int and None) the fragments come from one C-level map, or a
+# table of the column's distinct values; when anything else is there (a bool, a float, a subclass, an
+# unhashable value: all equal to, or hashed like, some str or int) every value goes the general way.
+
+_NONE = type(None)
+
+
 def _json_strings(values: Sequence[Any]) -> list[str]:
-    """Each distinct string is encoded once (a column often repeats a few values); ``None`` is ``null``."""
-    try:
-        known: dict[Any, str] = {value: encode_basestring(value) for value in set(values) if type(value) is str}
-    except TypeError:  # something unhashable
-        encode = encode_basestring
-        return [
-            encode(value)
-            if type(value) is str
-            else "null"
-            if value is None
-            else _CANONICAL.encode(_canonical_value(value))
-            for value in values
-        ]
-    known[None] = "null"  # a str key only matches a str, and None only None
-    get = known.get
-    return [get(value) or _CANONICAL.encode(_canonical_value(value)) for value in values]
+    kinds = set(map(type, values))
+    if kinds == {str}:
+        return list(map(encode_basestring, values))
+    if kinds == {str, _NONE} or kinds == {_NONE}:
+        known = {value: encode_basestring(value) for value in set(values) if value is not None}
+        known[None] = "null"
+        return list(map(known.__getitem__, values))
+    encode = encode_basestring
+    return [
+        encode(value) if type(value) is str else "null" if value is None else _CANONICAL.encode(_canonical_value(value))
+        for value in values
+    ]
 
 
 def _json_ints(values: Sequence[Any]) -> list[str]:
+    kinds = set(map(type, values))
+    if kinds == {int}:
+        return list(map(int.__repr__, values))
+    if kinds == {int, _NONE} or kinds == {_NONE}:
+        known = {value: int.__repr__(value) for value in set(values) if value is not None}
+        known[None] = "null"
+        return list(map(known.__getitem__, values))
     return [
         int.__repr__(value)
         if type(value) is int
@@ -750,21 +763,22 @@ def _json_sqlite_datetimes(process: Callable[[Any], Any], values: Sequence[Any])
     ``_naive_utc_text`` writes for the datetime SQLAlchemy parses from it (year 1000 or later, six digits
     of microseconds); the fragment copies the stored text, so different texts give different fragments.
     """
-    match = _SQLITE_DATETIME.fullmatch
-    try:
-        known = {
-            value: '"' + value[:10] + "T" + value[11:] + 'Z"'
-            for value in set(values)
-            if type(value) is str and match(value)
-        }
-    except TypeError:  # something unhashable
-        return [_json_naive_utc([process(value)])[0] for value in values]
-    get = known.get  # a str key only matches a str
-    return [get(value) or _json_naive_utc([process(value)])[0] for value in values]
+    if set(map(type, values)) == {str}:
+        match = _SQLITE_DATETIME.fullmatch
+        distinct = set(values)
+        if all(map(match, distinct)):
+            known = {value: '"' + value[:10] + "T" + value[11:] + 'Z"' for value in distinct}
+            return list(map(known.__getitem__, values))
+    return _json_naive_utc([process(value) for value in values])
+
+
+_SQLITE_BOOLS = {0: "false", 1: "true"}
 
 
 def _json_sqlite_bools(process: Callable[[Any], Any], values: Sequence[Any]) -> list[str]:
     """``_json_bools`` of SQLite's stored 0 and 1; anything else as SQLAlchemy would read it."""
+    if set(map(type, values)) == {int} and set(values) <= {0, 1}:
+        return list(map(_SQLITE_BOOLS.__getitem__, values))
     return [
         "true"
         if value == 1 and type(value) is int
