@@ -224,3 +224,18 @@ def test_a_session_that_may_hold_uncommitted_changes_verifies_alone(
     assert all(r.ok for r in reports)
     # SQLite cannot tell whether an open transaction wrote; PostgreSQL can (no transaction id yet)
     assert ran == [False, dialect == "postgresql"]
+
+
+def test_workers_that_fail_leave_the_verification_to_this_process(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(self: Any) -> Any:
+        raise OSError("too many connections")
+
+    monkeypatch.setattr(chain._Job, "connect", refuse)  # inherited by the forked workers
+    ran = _parallel_ran(monkeypatch)
+    calls: list[int] = []
+    with setup.database.transaction() as session:
+        reports = verify_chain(session, ConsentEvent, workers=2, alongside=lambda: calls.append(1))
+    assert ran == [False] and calls == [1]
+    assert _summary(reports) == _summary(_reports(setup.database, 1))

@@ -11,12 +11,14 @@ finds the first entry that was changed, removed or reordered.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import multiprocessing
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -255,6 +257,8 @@ def verify_chain(
     """
     fresh = _fresh_session(session)
     session.flush()
+    if alongside is not None:
+        alongside = _once(alongside)
     verifier = _Verifier(session, model)
     reports: list[ChainReport] | None = None
     with unscoped(session):
@@ -268,6 +272,17 @@ def verify_chain(
     if not all_chains and not reports:
         reports.append(ChainReport(chain=model.chain_name, chain_key=chain_key))
     return reports
+
+
+def _once(function: Callable[[], object]) -> Callable[[], object]:
+    done: list[object] = []
+
+    def run() -> object:
+        if not done:
+            done.append(function())
+        return done[0]
+
+    return run
 
 
 PARALLEL_MIN_ENTRIES = 20_000
@@ -453,14 +468,18 @@ class _Verifier:
         parts = self._segments(sizes, workers)
         global _JOB
         _JOB = _Job(self, view)
+        gc.freeze()  # the workers must never collect (and so finalise) objects they inherit, connections above all
         try:
-            with multiprocessing.get_context("fork").Pool(len(parts)) as pool:
-                pending = pool.map_async(_verify_segments, parts)
+            with ProcessPoolExecutor(len(parts), mp_context=multiprocessing.get_context("fork")) as pool:
+                futures = [pool.submit(_verify_segments, part) for part in parts]
                 if alongside is not None:
                     alongside()
-                results = pending.get()
+                results = [future.result() for future in futures]
+        except Exception:  # noqa: BLE001 - a worker could not connect or died: verify here instead
+            return None
         finally:
             _JOB = None
+            gc.unfreeze()
         by_chain: dict[Any, list[_SegmentResult]] = {}
         for part, part_results in zip(parts, results, strict=True):
             for segment, result in zip(part, part_results, strict=True):
