@@ -69,6 +69,7 @@ class Figures:
     copy_seconds: float | None = None
     indexed_seconds: float = 0.0
     verify_seconds: float = 0.0
+    verify_serial_seconds: float = 0.0
     states_seconds: float = 0.0
     chain_ok: bool = False
     states_ok: bool = False
@@ -247,6 +248,13 @@ def run(database_name: str, url: str, args: argparse.Namespace) -> Figures:
         profiled("verify_ledger_chains", figures, args.profile, verify_all)
         figures.verify_seconds = time.perf_counter() - started
 
+        # Reference: the same check in this process alone (no worker processes).
+        started = time.perf_counter()
+        with database.transaction() as session:
+            serial_ok = all(r.ok for r in verify_ledger_chains(session, workers=1))
+        figures.verify_serial_seconds = time.perf_counter() - started
+        figures.chain_ok = figures.chain_ok and serial_ok
+
         def verify_state_table() -> None:
             with database.transaction() as session:
                 results = verify_states(session)
@@ -264,7 +272,7 @@ def run(database_name: str, url: str, args: argparse.Namespace) -> Figures:
 
 def measure_baseline(database: Database, figures: Figures) -> None:
     """Time plain bulk inserts of the rows the ledger wrote; each is run twice and the faster run counts."""
-    source = ConsentEvent.__table__
+    source: Table = ConsentEvent.__table__  # type: ignore[assignment]
     names = [c.name for c in source.columns if c.name != "id"]
     with database.engine.connect() as connection:
         rows = [dict(r) for r in connection.execute(select(*[source.c[n] for n in names])).mappings()]
@@ -375,6 +383,12 @@ def report(all_figures: list[Figures]) -> None:
                 f.verify_seconds,
                 f"goal >= {VERIFY_GOAL_RATE:,}/s: {'MET' if verify_rate >= VERIFY_GOAL_RATE else 'NOT MET'}"
                 f"; {'ok' if f.chain_ok else 'FAILED'}",
+            ),
+            (
+                "reference: verify chains, 1 process",
+                f.events,
+                f.verify_serial_seconds,
+                f"the default uses up to {_cpus()} processes",
             ),
             (
                 "verify_states (replay every pair)",

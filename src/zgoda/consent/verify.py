@@ -20,11 +20,12 @@ from zgoda.core.chain import GENESIS_HASH, ChainProblem, ChainReport, verify_cha
 from zgoda.core.tenancy import unscoped
 
 
-def verify_ledger_chains(session: Session) -> list[ChainReport]:
+def verify_ledger_chains(session: Session, *, workers: int | None = None) -> list[ChainReport]:
     """Every workspace's ledger chain, and that each event still names the contact its hash was made for.
 
     The hash covers ``contact_ref`` (a random reference, never personal data), not the ``contact_id``
     the application joins on; an event moved to another contact is reported here as its first bad entry.
+    ``workers``: see :func:`zgoda.core.chain.verify_chain` (default: one process per available CPU).
     """
     first_bad: list[tuple[int, int]] = []
 
@@ -40,7 +41,7 @@ def verify_ledger_chains(session: Session) -> list[ChainReport]:
                 )
             )
 
-    reports = verify_chain(session, ConsentEvent, alongside=find_moved_events)
+    reports = verify_chain(session, ConsentEvent, workers=workers, alongside=find_moved_events)
     _check_contact_refs(session, reports, first_bad)
     return reports
 
