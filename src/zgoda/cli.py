@@ -298,6 +298,9 @@ def serve(
     if "base_url" not in settings.model_fields_set:
         settings.base_url = f"http://{host}:{port}"
     _ensure_schema(settings)
+    from zgoda.core.tasks import configure as configure_tasks
+
+    configure_tasks(settings)  # before anything publishes a task (the demo does)
     if with_demo:
         from zgoda.demo import seed_demo_database
 

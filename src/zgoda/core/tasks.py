@@ -33,6 +33,9 @@ TASK_MODULES = [
 ]
 # memory:// until configure() runs: a process that never configured Celery must not publish to a stray broker
 celery_app = Celery("zgoda", include=TASK_MODULES, broker="memory://")
+# the default queue from the start: Celery caches its queues on first use, so a task published before
+# configure() (the demo seeding in `serve`) must already go where the workers listen
+celery_app.conf.task_default_queue = "zgoda"
 
 
 def configure(settings: Settings) -> Celery:
