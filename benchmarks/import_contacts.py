@@ -17,7 +17,8 @@ For each database: a fresh SQLite file in a temporary directory, or a fresh Post
   constraint), in one transaction: PostgreSQL ``COPY ... FROM STDIN`` fed the file's bytes through psycopg;
   SQLite ``csv.reader`` + ``executemany``;
 - import: in a child process, exactly what ``zgoda import`` does: ``stage_path``, ``create_job`` (mapping:
-  the automatic one plus street, postal code and city as attributes) and ``run_job`` in batches of 1,000.
+  the automatic one plus street, postal code and city as attributes) and ``run_job`` in its batches
+  (``--batch`` to try another size).
   The time covers all three. Peak RSS is the child's ``VmHWM`` (``/proc/self/status``) when the import
   ends, also sampled every tenth of the rows to show it does not grow. Not ``ru_maxrss`` (from
   ``getrusage(RUSAGE_CHILDREN)`` or ``os.wait4``): Linux carries it across ``exec``, so a child forked from
@@ -49,7 +50,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, func, make_url, select, text
+from sqlalchemy import create_engine, event, func, make_url, select, text
 
 from zgoda.accounts import service as accounts
 from zgoda.consent import purposes, sources
@@ -421,12 +422,14 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
     from zgoda.contacts.imports.models import ImportJob
 
     samples: list[tuple[int, float]] = []
-    spent = _time_the_steps(imports)
     database = Database.from_url(spec["url"])
+    backends = _Backends(database)
+    spent, spent_cpu = _time_the_steps(imports, backends)
     with database.engine.connect():
         pass  # the driver loaded too
     hwm_start = _vm_hwm_mb()
     started = time.perf_counter()
+    cpu_started = time.process_time()
     with database.transaction() as session:
         bind_scope(session, workspace_id=spec["workspace_id"], actor=Actor(label="cli:benchmark", via="cli"))
         staged = imports.stage_path(Path(spec["file"]), data_dir=Path(spec["data_dir"]))
@@ -444,8 +447,11 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
             samples.append((job.counts["rows_read"], _vm_hwm_mb()))
             next_sample[0] += max(1, spec["rows"] // 10)
 
-    job = imports.run_job(database, job_id, region="PL", on_progress=progress)
+    batch = {"batch_size": spec["batch"]} if spec.get("batch") else {}  # else run_job's default
+    job = imports.run_job(database, job_id, region="PL", on_progress=progress, **batch)
     seconds = time.perf_counter() - started
+    cpu_seconds = time.process_time() - cpu_started
+    server_cpu = backends.cpu_seconds()
     database.engine.dispose()
     return {
         "seconds": seconds,
@@ -456,9 +462,40 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
         "mapped": mapped,
         "hwm_samples": samples,
         "steps": spent,
+        "steps_cpu": spent_cpu,
+        "batch_size": spec.get("batch") or imports.BATCH_SIZE,
         "hwm_end_mb": _vm_hwm_mb(),
         "hwm_start_mb": hwm_start,
+        "cpu_seconds": cpu_seconds,
+        "server_cpu_seconds": server_cpu,
     }
+
+
+class _Backends:
+    """The PostgreSQL backends serving this process's connections, and their CPU time from ``/proc`` (a
+    server on this machine only; ``None`` otherwise). Each connection is opened by this process, so a
+    backend's CPU time is all this import's."""
+
+    def __init__(self, database: Database) -> None:
+        self.pids: list[int] = []
+        self.clock_tick = os.sysconf("SC_CLK_TCK")
+        if database.engine.dialect.name == "postgresql":
+            event.listen(database.engine, "connect", self._connected)
+
+    def _connected(self, dbapi_connection: Any, _record: Any) -> None:
+        self.pids.append(dbapi_connection.info.backend_pid)
+
+    def cpu_seconds(self) -> float | None:
+        if not self.pids:
+            return None
+        total = 0
+        for pid in self.pids:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                return None  # the server runs elsewhere (or the backend ended)
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        return total / self.clock_tick
 
 
 STEPS = {
@@ -469,15 +506,27 @@ STEPS = {
     "record_events": "ledger.record_events",
     "_refresh_statistics": "ANALYZE (PostgreSQL)",
 }
+# inside ledger.record_events (timed when the ledger has them; not added to the total)
+LEDGER_STEPS = {
+    "link_rows": "hash chain (link_rows)",
+    "_insert_events": "insert events + read ids",
+    "_materialise": "state table",
+}
 
 
-def _time_the_steps(imports: Any) -> dict[str, float]:
-    """Wrap the import's steps to add up their time (a microsecond a call): where the seconds go."""
+PER_ROW_STEPS = {"_parse_row"}  # called once a row: the server's CPU is not read around them (too costly)
+
+
+def _time_the_steps(imports: Any, backends: _Backends) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """Wrap the import's steps to add up their time: where the seconds go. Per step: wall seconds, and
+    CPU seconds of this process and of its PostgreSQL backends (the machine is shared: the wall time
+    includes waiting for a CPU). A few microseconds a call; ``/proc`` is read only around batch steps."""
     from zgoda.consent import ledger
 
-    spent = dict.fromkeys(STEPS, 0.0)
-    for name in STEPS:
-        owner: Any = ledger if name == "record_events" else imports
+    spent = dict.fromkeys([*STEPS, *LEDGER_STEPS], 0.0)
+    spent_cpu = {name: [0.0, 0.0] for name in spent}
+    for name in spent:
+        owner: Any = ledger if name == "record_events" or name in LEDGER_STEPS else imports
         attribute = name
         if name.startswith("_Directory."):
             owner, attribute = getattr(imports, "_Directory", None), name.removeprefix("_Directory.")
@@ -486,14 +535,19 @@ def _time_the_steps(imports: Any) -> dict[str, float]:
         original = getattr(owner, attribute)  # for a classmethod: bound to the class, so calls pass through
 
         def timed(*args: Any, _original: Any = original, _name: str = name, **kwargs: Any) -> Any:
+            server = backends.cpu_seconds() if _name not in PER_ROW_STEPS else None
+            cpu = time.process_time()
             started = time.perf_counter()
             try:
                 return _original(*args, **kwargs)
             finally:
                 spent[_name] += time.perf_counter() - started
+                spent_cpu[_name][0] += time.process_time() - cpu
+                if server is not None:
+                    spent_cpu[_name][1] += (backends.cpu_seconds() or server) - server
 
         setattr(owner, attribute, timed)
-    return spent
+    return spent, spent_cpu
 
 
 def run_child(spec: dict[str, Any], profile_to: Path | None) -> dict[str, Any]:
@@ -520,19 +574,25 @@ class Figures:
     start_rss_mb: float = 0.0
     hwm_samples: list[tuple[int, float]] = field(default_factory=list)
     steps: dict[str, float] = field(default_factory=dict)
+    steps_cpu: dict[str, list[float]] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
     contacts: int = 0
     events: int = 0
     ok: bool = False
     problem: str | None = None
     profile: str | None = None
+    cpu_seconds: float = 0.0
+    server_cpu_seconds: float | None = None
+    batch_size: int = 0
 
     @property
     def ratio(self) -> float:
         return self.import_seconds / self.baseline_seconds if self.baseline_seconds else float("inf")
 
 
-def measure(database_name: str, url: str, file: FileStats, work: Path, profile: bool) -> Figures:
+def measure(
+    database_name: str, url: str, file: FileStats, work: Path, profile: bool, args_batch: int | None = None
+) -> Figures:
     figures = Figures(database=database_name, rows=file.rows)
     upgrade(url)
     workspace_id, source_id = setup_workspace(url)
@@ -545,17 +605,22 @@ def measure(database_name: str, url: str, file: FileStats, work: Path, profile: 
         "file": str(file.path),
         "data_dir": str(data_dir),
         "rows": file.rows,
+        "batch": args_batch,
     }
     profile_to = work / f"profile-{database_name}-{file.rows}.out" if profile else None
     result = run_child(spec, profile_to)
     figures.peak_rss_mb = result["hwm_end_mb"]
     figures.start_rss_mb = result["hwm_start_mb"]
+    figures.cpu_seconds = result["cpu_seconds"]
+    figures.batch_size = result["batch_size"]
+    figures.server_cpu_seconds = result["server_cpu_seconds"]
     shutil.rmtree(data_dir, ignore_errors=True)
     figures.import_seconds = result["seconds"]
     figures.staged_seconds = result["staged_seconds"]
     figures.hwm_samples = [(int(r), float(mb)) for r, mb in result["hwm_samples"]]
     figures.counts = result["counts"]
     figures.steps = {name: float(seconds) for name, seconds in result["steps"].items()}
+    figures.steps_cpu = {name: [float(v) for v in pair] for name, pair in result["steps_cpu"].items()}
     database = Database.from_url(url)
     try:
         with database.transaction() as session:
@@ -577,6 +642,8 @@ def measure(database_name: str, url: str, file: FileStats, work: Path, profile: 
         out = io.StringIO()
         pstats.Stats(str(profile_to), stream=out).sort_stats("cumulative").print_stats(40)
         pstats.Stats(str(profile_to), stream=out).sort_stats("tottime").print_stats(30)
+        # what run_job and a batch spend outside the timed steps
+        pstats.Stats(str(profile_to), stream=out).sort_stats("cumulative").print_callees(r"run_job|_process_batch")
         figures.profile = out.getvalue()
     return figures
 
@@ -590,13 +657,15 @@ def run_database(database_name: str, args: argparse.Namespace, files: list[FileS
             directory = work / f"sqlite-{file.rows}"
             directory.mkdir()
             try:
-                results.append(measure("sqlite", f"sqlite:///{directory / 'bench.db'}", file, work, profile))
+                results.append(
+                    measure("sqlite", f"sqlite:///{directory / 'bench.db'}", file, work, profile, args.batch)
+                )
             finally:
                 shutil.rmtree(directory, ignore_errors=True)
         else:
             name, url = create_pg_database(args.pg_url)
             try:
-                results.append(measure("postgresql", url, file, work, profile))
+                results.append(measure("postgresql", url, file, work, profile, args.batch))
             finally:
                 drop_pg_database(args.pg_url, name)
     return results
@@ -637,7 +706,8 @@ def report(all_figures: list[Figures], files: list[FileStats]) -> None:
             )
         else:
             goal = f"(time goal is on PostgreSQL); RSS < {RSS_GOAL_MB:.0f} MB: {'MET' if rss_met else 'NOT MET'}"
-        print(f"{f.database:<11} {'import: zgoda import (1,000/batch)':<34} {f.rows:>10,} {f.import_seconds:>9.2f} "
+        label = f"import: zgoda import ({f.batch_size:,}/batch)"
+        print(f"{f.database:<11} {label:<34} {f.rows:>10,} {f.import_seconds:>9.2f} "
               f"{rate(f.rows, f.import_seconds):>9} {f.peak_rss_mb:>12.1f} {f.ratio:>7.2f}  {goal}")  # fmt: skip
         c = f.counts
         print(
@@ -648,17 +718,7 @@ def report(all_figures: list[Figures], files: list[FileStats]) -> None:
             f"{'ok' if f.ok else 'FAILED: ' + (f.problem or '')}"
         )
         if f.steps and f.import_seconds:
-            shares = [
-                (STEPS[name], seconds)
-                for name, seconds in f.steps.items()
-                if seconds > 0 and not (name == "_refresh_statistics" and f.database == "sqlite")
-            ]
-            rest = f.import_seconds - sum(seconds for _, seconds in shares)
-            shares.append(("the rest (staging, job, commits, ...)", rest))
-            described = "; ".join(
-                f"{label} {seconds:.1f} s ({seconds / f.import_seconds:.0%})" for label, seconds in shares
-            )
-            print(f"{'':<11}   where the time goes: {described}")
+            _print_steps(f)
         if f.hwm_samples:
             samples = ", ".join(f"{rows:,}: {mb:.0f}" for rows, mb in f.hwm_samples)
             print(f"{'':<11}   VmHWM (MB) before the import {f.start_rss_mb:.0f}; after rows {samples}")
@@ -672,6 +732,48 @@ def report(all_figures: list[Figures], files: list[FileStats]) -> None:
     for f in all_figures:
         if f.profile:
             print(f"\n=== profile: {f.database}, {f.rows:,} rows (cProfile; times inflated) ===\n{f.profile}")
+
+
+def _print_steps(f: Figures) -> None:
+    """Where the time goes: wall seconds per step, and the CPU seconds of the import and of its backends."""
+    server = f.server_cpu_seconds is not None
+    pad = " " * 14
+    print(f"{pad}{'where the time goes':<44} {'wall s':>8} {'share':>6} {'CPU s':>7} {'server CPU s':>13}")
+    names = [n for n in STEPS if f.steps.get(n) and not (n == "_refresh_statistics" and f.database == "sqlite")]
+    totals = [0.0, 0.0, 0.0]
+
+    def line(label: str, wall: float, cpu: float, server_cpu: float | None) -> None:
+        shown = f"{server_cpu:>13.1f}" if server and server_cpu is not None else f"{'':>13}"
+        print(f"{pad}{label:<44} {wall:>8.1f} {wall / f.import_seconds:>6.0%} {cpu:>7.1f} {shown}")
+
+    for name in names:
+        cpu, server_cpu = f.steps_cpu.get(name, [0.0, 0.0])
+        totals = [totals[0] + f.steps[name], totals[1] + cpu, totals[2] + server_cpu]
+        line(STEPS[name], f.steps[name], cpu, None if name in PER_ROW_STEPS else server_cpu)
+        if name == "record_events":
+            inside = [n for n in LEDGER_STEPS if f.steps.get(n)]
+            for sub in inside:
+                sub_cpu, sub_server = f.steps_cpu.get(sub, [0.0, 0.0])
+                line("  " + LEDGER_STEPS[sub], f.steps[sub], sub_cpu, sub_server)
+            if inside:
+                line(
+                    "  validation, evidence, the rest",
+                    f.steps[name] - sum(f.steps[n] for n in inside),
+                    cpu - sum(f.steps_cpu[n][0] for n in inside),
+                    server_cpu - sum(f.steps_cpu[n][1] for n in inside),
+                )
+    line(
+        "the rest (staging, job, commits, ...)",
+        f.import_seconds - totals[0],
+        f.cpu_seconds - totals[1],
+        f.server_cpu_seconds - totals[2] if f.server_cpu_seconds is not None else None,
+    )
+    line("total", f.import_seconds, f.cpu_seconds, f.server_cpu_seconds)
+    waiting = f.import_seconds - f.cpu_seconds - (f.server_cpu_seconds or 0.0)
+    print(
+        f"{pad}wall time not spent on CPU by the import or its backends (waiting for a CPU, the disk, the "
+        f"network): {waiting:.1f} s ({waiting / f.import_seconds:.0%})"
+    )
 
 
 def _cpus() -> int:
@@ -693,6 +795,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--pg-url", default=DEFAULT_PG_URL, help="a PostgreSQL server where CREATE DATABASE works")
     parser.add_argument("--profile", action="store_true", help="run the N-row import under cProfile and print it")
+    parser.add_argument("--batch", type=int, help="rows per batch (default: the import's own, BATCH_SIZE)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:

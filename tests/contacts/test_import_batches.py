@@ -29,6 +29,7 @@ from zgoda.contacts.imports.models import ImportJob
 from zgoda.contacts.models import Contact, ContactIdentity
 from zgoda.core.db import Database
 from zgoda.core.errors import Conflict, InvalidInput
+from zgoda.core.keys import address_hasher
 
 HEADER = "nr klienta;email;telefon;imię;miasto;email_marketing;zgoda_sms;data_zgody\n"
 MAPPING = ColumnMapping(
@@ -352,3 +353,33 @@ def test_a_number_normalised_once_is_normalised(raw: str) -> None:
     """The batch never normalises a phone number twice (upsert_contact does): E.164 must come back unchanged."""
     once = contacts.normalise_phone(raw)
     assert contacts.normalise_phone(once) == once
+
+
+def test_contacts_written_in_bulk_are_stored_as_upsert_contact_stores_them(
+    session: Session, db: Database, tmp_path: Path
+) -> None:
+    """The import writes contacts and identities in bulk (COPY on PostgreSQL): every column as the ORM would."""
+    source = _workspace_with_source(session)
+    by_hand = _existing(session, source, email="reczny@example.com", phone="601000999", external_id="K-1")
+    session.commit()
+    rows = ["K7;Żaneta.Nowak@Example.com;+48 601 000 111;Żaneta;Łódź;tak;nie;2025-03-01 12:00\n"]
+    job = _import(session, db, source, tmp_path, rows)
+    assert job.counts["contacts_created"] == 1
+    imported = _by_email(session, "żaneta.nowak@example.com")
+    hand = session.get(Contact, by_hand.id)
+    assert hand is not None
+    address_hash = address_hasher(session)
+    assert imported.email_hash == address_hash("żaneta.nowak@example.com")
+    assert hand.email_hash == address_hash("reczny@example.com")
+    assert imported.phone == "+48601000111"
+    assert (imported.first_name, imported.last_name) == ("Żaneta", None)
+    assert imported.attributes == {"city": "Łódź"}
+    assert imported.source_id == source.id and imported.workspace_id == source.workspace_id
+    assert len(imported.ref) == 32 and imported.ref != hand.ref
+    assert imported.erased_at is None and imported.restricted_at is None
+    assert hand.created_at <= imported.created_at == imported.updated_at
+    assert imported.created_at.tzinfo is not None
+    [identity] = imported.identities
+    assert (identity.external_id, identity.source_id, identity.workspace_id) == ("K7", source.id, source.workspace_id)
+    assert identity.created_at >= imported.created_at
+    assert ledger.states_of(session, contact_id=imported.id)  # the ledger references the new id

@@ -881,42 +881,91 @@ class _Directory:
                 self.created, _allocate_ids(session, _CONTACTS, len(self.created)), strict=True
             ):
                 person.id = contact_id
-            session.execute(
-                insert(_CONTACTS),
+            source_id = self.source_id
+            _bulk_insert(
+                session,
+                _CONTACTS,
+                _CONTACT_INSERT_COLUMNS,
                 [
-                    {
-                        "id": p.id,
-                        "workspace_id": workspace_id,
-                        "ref": p.ref,
-                        "email": p.email,
-                        "email_hash": address_hash(p.email) if p.email else None,
-                        "phone": p.phone,
-                        "first_name": p.first_name,
-                        "last_name": p.last_name,
-                        "attributes": p.attributes,
-                        "source_id": self.source_id,
-                        "created_at": p.created_at,
-                        "updated_at": p.updated_at,
-                        "erased_at": None,
-                    }
+                    (
+                        p.id,
+                        workspace_id,
+                        p.ref,
+                        p.email,
+                        address_hash(p.email) if p.email else None,
+                        p.phone,
+                        p.first_name,
+                        p.last_name,
+                        p.attributes,
+                        source_id,
+                        p.created_at,
+                        p.updated_at,
+                        None,
+                    )
                     for p in self.created
                 ],
             )
         if self.identities:
             now = utcnow()
-            session.execute(
-                insert(_IDENTITIES),
-                [
-                    {
-                        "workspace_id": workspace_id,
-                        "contact_id": person.id,
-                        "source_id": self.source_id,
-                        "external_id": external_id,
-                        "created_at": now,
-                    }
-                    for person, external_id in self.identities
-                ],
+            source_id = self.source_id
+            _bulk_insert(
+                session,
+                _IDENTITIES,
+                _IDENTITY_INSERT_COLUMNS,
+                [(workspace_id, person.id, source_id, external_id, now) for person, external_id in self.identities],
             )
+
+
+_CONTACT_INSERT_COLUMNS = (
+    "id",
+    "workspace_id",
+    "ref",
+    "email",
+    "email_hash",
+    "phone",
+    "first_name",
+    "last_name",
+    "attributes",
+    "source_id",
+    "created_at",
+    "updated_at",
+    "erased_at",
+)
+_IDENTITY_INSERT_COLUMNS = ("workspace_id", "contact_id", "source_id", "external_id", "created_at")
+
+
+def _bulk_insert(session: Session, table: Table, names: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
+    """INSERT ``rows`` (one value per name, in order) into ``table`` in one go; no ids come back.
+
+    Every value goes through its column type's bind processing first, as in a Core INSERT (JSON
+    serialised, aware timestamps stored as naive UTC). PostgreSQL with psycopg: one ``COPY ... FROM
+    STDIN`` (a COPY fires the same constraint checks, foreign keys and triggers as an INSERT); SQLite:
+    one ``executemany`` of a plain statement; anything else: a Core ``insert``.
+    """
+    if not rows:
+        return
+    connection = session.connection()
+    dialect = connection.dialect
+    columns: list[Sequence[Any]] = []
+    for index, name in enumerate(names):
+        column_type = table.c[name].type
+        process = column_type.dialect_impl(dialect).bind_processor(dialect)
+        values = [row[index] for row in rows]
+        columns.append(values if process is None else list(map(process, values)))
+    prepared = list(zip(*columns, strict=True))
+    preparer = dialect.identifier_preparer
+    target = f"{preparer.format_table(table)} ({', '.join(preparer.quote(name) for name in names)})"
+    if dialect.name == "postgresql" and dialect.driver == "psycopg":
+        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        with cursor.copy(f"COPY {target} FROM STDIN") as copy:
+            write = copy.write_row
+            for prepared_row in prepared:
+                write(prepared_row)
+    elif dialect.name == "sqlite":
+        placeholders = ", ".join("?" * len(names))
+        connection.exec_driver_sql(f"INSERT INTO {target} VALUES ({placeholders})", prepared)
+    else:
+        connection.execute(insert(table), [dict(zip(names, row, strict=True)) for row in rows])
 
 
 def _chunked(values: Sequence[Any]) -> Iterator[Sequence[Any]]:
