@@ -27,8 +27,9 @@ loopback, counting messages and storing nothing. Configurations:
   short shim sets the queue and the name).
 
 The clock runs from the ``send_campaign`` commit (which queues ``prepare_campaign``) until the campaign's
-status is ``sent`` (polled every 0.05 s): it covers freezing the audience into send rows, claiming,
-the consent gate, rendering, composing, DKIM signing, the two-phase SMTP send and the bookkeeping.
+status is ``sent`` (its row read by primary key every 0.05 s; the counts by status are read once, at
+the end): it covers freezing the audience into send rows, claiming, the consent gate, rendering,
+composing, DKIM signing, the two-phase SMTP send and the bookkeeping.
 Figures: messages/s = N / seconds. Every run is checked: N sends ``sent``, none refused or failed,
 and the sink received exactly N more messages.
 
@@ -390,6 +391,11 @@ def outcome(database: Database, campaign_id: int) -> tuple[str, dict[str, int]]:
     return str(status), {str(k): int(v) for k, v in statuses.items()}
 
 
+def campaign_status(database: Database, campaign_id: int) -> str:
+    with database.engine.connect() as connection:
+        return str(connection.scalar(select(Campaign.status).where(Campaign.id == campaign_id)))
+
+
 def sample_message(database: Database, seeded: Seeded, campaign_id: int, settings: Settings) -> bytes:
     """One real message of the campaign: rendered, composed and DKIM-signed by the sending code itself."""
     with database.transaction() as session:
@@ -488,7 +494,7 @@ def run_with_workers(database: Database, seeded: Seeded, campaign_id: int, timeo
     start(database, seeded, campaign_id)
     deadline = time.monotonic() + timeout
     while True:
-        status, _ = outcome(database, campaign_id)
+        status = campaign_status(database, campaign_id)  # a primary-key read: polling costs next to nothing
         if status == CampaignStatus.SENT:
             return time.perf_counter() - started
         if status not in (CampaignStatus.SENDING,) or time.monotonic() > deadline:
