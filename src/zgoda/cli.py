@@ -5,6 +5,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import StrEnum
@@ -358,7 +359,10 @@ def worker(
     from zgoda.campaigns.tasks import start_scheduler
 
     start_scheduler()
-    celery.Worker(concurrency=concurrency, loglevel=loglevel, pool="prefork" if concurrency > 1 else "solo").start()
+    # a node name unique per process: two workers on one host must not share Celery's control queue
+    node = f"zgoda-{os.getpid()}@{socket.gethostname()}"
+    pool = "prefork" if concurrency > 1 else "solo"
+    celery.Worker(hostname=node, concurrency=concurrency, loglevel=loglevel, pool=pool).start()
 
 
 def _register_domain_commands() -> None:
