@@ -956,8 +956,8 @@ def _bulk_insert(session: Session, table: Table, names: Sequence[str], rows: lis
     preparer = dialect.identifier_preparer
     target = f"{preparer.format_table(table)} ({', '.join(preparer.quote(name) for name in names)})"
     if dialect.name == "postgresql" and dialect.driver == "psycopg":
-        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        with cursor.copy(f"COPY {target} FROM STDIN") as copy:
+        raw = connection.connection.driver_connection
+        with raw.cursor() as cursor, cursor.copy(f"COPY {target} FROM STDIN") as copy:  # type: ignore[union-attr]
             write = copy.write_row
             for prepared_row in prepared:
                 write(prepared_row)
