@@ -61,8 +61,11 @@ def merge_fields(session: Session) -> list[str]:
     return [*CORE_FIELDS, *sorted(known_attribute_keys(session) - set(CORE_FIELDS))]
 
 
-def _compile(session: Session, *, subject: str, html: str, text_part: str | None) -> CompiledTemplate:
-    return compile_template(subject=subject, html=html, text=text_part, allowed_fields=merge_fields(session))
+def _compile(
+    session: Session, *, subject: str, html: str, text_part: str | None, fields: Sequence[str] | None = None
+) -> CompiledTemplate:
+    allowed = merge_fields(session) if fields is None else fields
+    return compile_template(subject=subject, html=html, text=text_part, allowed_fields=allowed)
 
 
 # --- templates ----------------------------------------------------------------------------------
@@ -261,8 +264,12 @@ def sender_identity(workspace: Workspace) -> tuple[str, str]:
     return str(controller.get("legal_name") or ""), line
 
 
-def check_sendable(session: Session, campaign: Campaign) -> CompiledTemplate:
-    """Everything a campaign needs before its first message, or an error naming what is missing."""
+def check_sendable(session: Session, campaign: Campaign, *, fields: Sequence[str] | None = None) -> CompiledTemplate:
+    """Everything a campaign needs before its first message, or an error naming what is missing.
+
+    ``fields`` are the workspace's merge fields when the caller already has them (finding them scans
+    every contact's attributes).
+    """
     workspace = session.get(Workspace, campaign.workspace_id)
     assert workspace is not None
     legal_name, address = sender_identity(workspace)
@@ -279,7 +286,7 @@ def check_sendable(session: Session, campaign: Campaign) -> CompiledTemplate:
         )
     template = get_template(session, template_id=campaign.template_id)
     try:
-        return _compile(session, subject=template.subject, html=template.html, text_part=template.text)
+        return _compile(session, subject=template.subject, html=template.html, text_part=template.text, fields=fields)
     except InvalidInput as error:
         raise InvalidInput(
             f"The template '{template.name}' cannot be sent: {error.detail}", field=f"template.{error.field}"
@@ -305,9 +312,9 @@ def send_campaign(session: Session, *, campaign_id: int, at: datetime | None = N
         return SendRequest(campaign, "already_sent", f"Campaign '{campaign.name}' was already sent; nothing to do.")
     if campaign.status == CampaignStatus.CANCELLED:
         raise Conflict(f"Campaign '{campaign.name}' was cancelled; create a new one.", field="status")
-    check_sendable(session, campaign)
     now = utcnow()
     if at is not None:
+        check_sendable(session, campaign)
         if at.tzinfo is None:
             workspace = session.get(Workspace, campaign.workspace_id)
             assert workspace is not None
@@ -324,7 +331,7 @@ def send_campaign(session: Session, *, campaign_id: int, at: datetime | None = N
             object_id=campaign.id,
             summary={"scheduled_at": at.isoformat()},
         )
-        _enqueue_dispatch(session, campaign, at)
+        _enqueue_dispatch(session, at)
         return SendRequest(campaign, "scheduled", f"Campaign '{campaign.name}' will start at {at.isoformat()}.")
     start_campaign(session, campaign)
     return SendRequest(campaign, "started", f"Campaign '{campaign.name}' is sending.")
@@ -332,7 +339,8 @@ def send_campaign(session: Session, *, campaign_id: int, at: datetime | None = N
 
 def start_campaign(session: Session, campaign: Campaign) -> None:
     """Freeze the template into the campaign, mark it sending, and queue its preparation task."""
-    check_sendable(session, campaign)
+    fields = merge_fields(session)
+    check_sendable(session, campaign, fields=fields)
     template = get_template(session, template_id=campaign.template_id)
     now = utcnow()
     campaign.content = {
@@ -341,7 +349,7 @@ def start_campaign(session: Session, campaign: Campaign) -> None:
         "subject": template.subject,
         "html": template.html,
         "text": template.text,
-        "merge_fields": merge_fields(session),
+        "merge_fields": fields,
     }
     campaign.status = CampaignStatus.SENDING
     campaign.started_at = now
@@ -353,7 +361,7 @@ def start_campaign(session: Session, campaign: Campaign) -> None:
     enqueue_after_commit(session, tasks.prepare_campaign, campaign.id)
 
 
-def _enqueue_dispatch(session: Session, campaign: Campaign, at: datetime) -> None:
+def _enqueue_dispatch(session: Session, at: datetime) -> None:
     from zgoda.campaigns import tasks
     from zgoda.core.tasks import enqueue_after_commit
 
