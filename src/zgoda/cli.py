@@ -70,11 +70,10 @@ def cli_session(*, workspace: str | None = None) -> Iterator[Session]:
     database = Database.from_url(settings.resolved_database_url)
     try:
         with database.transaction() as session:
-            workspace_id = None
-            if workspace is not None:
+            if workspace is None:
                 bind_scope(session, workspace_id=None, actor=cli_actor())
-                workspace_id = accounts.get_workspace_by_slug(session, workspace).id
-            bind_scope(session, workspace_id=workspace_id, actor=cli_actor())
+            else:
+                accounts.scope_to_workspace(session, workspace, cli_actor())
             yield session
     except ZgodaError as error:
         field = f" ({error.field})" if error.field else ""

@@ -19,7 +19,7 @@ from zgoda.consent.purposes import install_defaults as install_default_purposes
 from zgoda.core.clock import utcnow
 from zgoda.core.crypto import burn_password_check, hash_password, new_token, sha256_hex, verify_password
 from zgoda.core.errors import AuthenticationFailed, Conflict, InvalidInput, NotFound, RateLimited
-from zgoda.core.tenancy import current_workspace_id, unscoped
+from zgoda.core.tenancy import Actor, bind_scope, current_workspace_id, unscoped
 
 SLUG_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 JURISDICTION_PATTERN = re.compile(r"^[A-Z]{2}$")
@@ -75,6 +75,14 @@ def get_workspace_by_slug(session: Session, slug: str) -> Workspace:
     workspace = session.scalar(select(Workspace).where(Workspace.slug == slug))
     if workspace is None:
         raise NotFound(f"There is no workspace '{slug}'.", field="workspace")
+    return workspace
+
+
+def scope_to_workspace(session: Session, slug: str, actor: Actor) -> Workspace:
+    """Bind ``session`` to the workspace ``slug`` names (looked up at platform level), acting as ``actor``."""
+    bind_scope(session, workspace_id=None, actor=actor)
+    workspace = get_workspace_by_slug(session, slug)
+    bind_scope(session, workspace_id=workspace.id, actor=actor)
     return workspace
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import time
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy.orm import Session
 
 from zgoda.accounts import service as accounts
 from zgoda.campaigns import domains, sending
@@ -18,7 +19,6 @@ from zgoda.campaigns.models import CampaignStatus
 from zgoda.core.db import Database
 from zgoda.core.errors import ZgodaError
 from zgoda.core.settings import get_settings
-from zgoda.core.tenancy import bind_scope
 
 campaign_app = typer.Typer(help="Campaigns: list them, send one and wait for its outcome.", no_args_is_help=True)
 domain_app = typer.Typer(help="Sending domains and their DKIM keys.", no_args_is_help=True)
@@ -38,35 +38,22 @@ def _database() -> Database:
     return Database.from_url(settings.resolved_database_url)
 
 
-def _scoped(session: Any, slug: str) -> int:
+def _scoped(session: Session, slug: str) -> None:
     from zgoda.cli import cli_actor
 
-    bind_scope(session, workspace_id=None, actor=cli_actor())
-    workspace_id = accounts.get_workspace_by_slug(session, slug).id
-    bind_scope(session, workspace_id=workspace_id, actor=cli_actor())
-    return workspace_id
-
-
-def _fail(message: str) -> typer.Exit:
-    err_console.print(f"[red]Error:[/red] {message}")
-    return typer.Exit(1)
+    accounts.scope_to_workspace(session, slug, cli_actor())
 
 
 @campaign_app.command("list")
 def campaign_list(workspace: WorkspaceOption, as_json: JsonOption = False) -> None:
     """The workspace's campaigns with their status and figures."""
-    database = _database()
-    try:
-        with database.transaction() as session:
-            _scoped(session, workspace)
-            rows = [
-                (campaign, campaigns.progress(session, campaign_id=campaign.id))
-                for campaign in campaigns.list_campaigns(session)
-            ]
-    except ZgodaError as error:
-        raise _fail(error.detail) from None
-    finally:
-        database.engine.dispose()
+    from zgoda.cli import cli_session
+
+    with cli_session(workspace=workspace) as session:
+        rows = [
+            (campaign, campaigns.progress(session, campaign_id=campaign.id))
+            for campaign in campaigns.list_campaigns(session)
+        ]
     if as_json:
         typer.echo(json.dumps([{"id": campaign.id, **figures} for campaign, figures in rows], indent=2))
         return
@@ -100,13 +87,15 @@ def campaign_send(
     Without ZGODA_BROKER_URL the messages are sent by this command itself when ``--wait`` is given
     (or by ``zgoda serve`` when it next runs); with a broker, by the ``zgoda worker`` processes.
     """
+    from zgoda.cli import fail
+
     settings = get_settings()
     scheduled = None
     if at is not None:
         try:
             scheduled = datetime.fromisoformat(at)
         except ValueError:
-            raise _fail(f"--at: '{at}' is not an ISO date and time (e.g. 2026-12-01T09:00).") from None
+            raise fail(f"--at: '{at}' is not an ISO date and time (e.g. 2026-12-01T09:00).") from None
     database = _database()
     try:
         with database.transaction() as session:
@@ -126,9 +115,9 @@ def campaign_send(
             figures = campaigns.progress(session, campaign_id=campaign_id)
     except ZgodaError as error:
         field = f" ({error.field})" if error.field else ""
-        raise _fail(f"{error.detail}{field}") from None
+        raise fail(f"{error.detail}{field}") from None
     except sending.SmtpUnavailable as error:
-        raise _fail(
+        raise fail(
             f"The SMTP server ({settings.smtp_host}:{settings.smtp_port}) cannot take messages: {error}. "
             "The campaign stays 'sending'; run the command again (or `zgoda serve`) once it is back."
         ) from None
@@ -171,17 +160,11 @@ def domain_add(
     as_json: JsonOption = False,
 ) -> None:
     """Create a DKIM key for a sending domain and print the DNS TXT record to publish."""
-    settings = get_settings()
-    database = _database()
-    try:
-        with database.transaction() as session:
-            _scoped(session, workspace)
-            record = domains.add_sending_domain(session, domain=domain, secret=settings.resolved_secret_key())
-            name, value = domains.dns_txt(record)
-    except ZgodaError as error:
-        raise _fail(error.detail) from None
-    finally:
-        database.engine.dispose()
+    from zgoda.cli import cli_session
+
+    with cli_session(workspace=workspace) as session:
+        record = domains.add_sending_domain(session, domain=domain, secret=get_settings().resolved_secret_key())
+        name, value = domains.dns_txt(record)
     if as_json:
         typer.echo(json.dumps({"domain": record.domain, "selector": record.selector, "name": name, "value": value}))
         return

@@ -98,9 +98,7 @@ def seed_demo_database(database: Database, *, storage_dir: Path, settings: Setti
     run_queued(database, info.pending_import)
     if settings is not None:
         with database.transaction() as session:
-            bind_scope(session, workspace_id=None, actor=Actor.system("demo"))
-            demo = accounts.get_workspace_by_slug(session, DEMO_SLUG)
-            bind_scope(session, workspace_id=demo.id, actor=Actor.system("demo"))
+            accounts.scope_to_workspace(session, DEMO_SLUG, Actor.system("demo"))
             info.dkim_record = seed_campaigns(session, secret=settings.resolved_secret_key())
         maildir = settings.sink_maildir or settings.data_dir / "sink"
         if seed_sent_campaign(database, settings=settings, workspace_slug=DEMO_SLUG, maildir=maildir):

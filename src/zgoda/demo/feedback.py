@@ -136,9 +136,7 @@ X-Zgoda-Ref: {ref}
 def seed_sent_campaign(database: Database, *, settings: Settings, workspace_slug: str, maildir: Path) -> bool:
     """Send the autumn campaign to the demo sink and feed back what mail systems would say (once)."""
     with database.transaction() as session:
-        bind_scope(session, workspace_id=None, actor=Actor.system("demo"))
-        workspace = accounts.get_workspace_by_slug(session, workspace_slug)
-        bind_scope(session, workspace_id=workspace.id, actor=Actor.system("demo"))
+        accounts.scope_to_workspace(session, workspace_slug, Actor.system("demo"))
         if session.scalar(select(Campaign.id).where(Campaign.name == SENT_CAMPAIGN)) is not None:
             return False
         newsletter = session.scalars(select(ContactList).order_by(ContactList.id)).first()
@@ -168,9 +166,7 @@ def seed_sent_campaign(database: Database, *, settings: Settings, workspace_slug
 
 def _feed_back(database: Database, workspace_slug: str, campaign_id: int) -> None:
     with database.transaction() as session:
-        bind_scope(session, workspace_id=None, actor=Actor.system("demo"))
-        workspace = accounts.get_workspace_by_slug(session, workspace_slug)
-        bind_scope(session, workspace_id=workspace.id, actor=Actor.system("demo"))
+        accounts.scope_to_workspace(session, workspace_slug, Actor.system("demo"))
         rows = session.execute(
             select(Send, Contact)
             .join(Contact, Contact.id == Send.contact_id)
@@ -196,7 +192,6 @@ def _feed_back(database: Database, workspace_slug: str, campaign_id: int) -> Non
             if index < 3:
                 continue
             apply(session, Observation(FeedbackKind.DELIVERY, ref, f"demo-delivery:{send.id}", via="smtp"))
-            bind_scope(session, workspace_id=None, actor=Actor.system("demo"))
             if index in (3, 4):
                 apply(
                     session,
@@ -209,17 +204,12 @@ def _feed_back(database: Database, workspace_slug: str, campaign_id: int) -> Non
                         user_agent="Mozilla/5.0 (one-click unsubscribe by the mailbox provider)",
                     ),
                 )
-                bind_scope(session, workspace_id=None, actor=Actor.system("demo"))
     with database.transaction() as session:
-        bind_scope(session, workspace_id=None, actor=Actor.system("demo"))
-        workspace = accounts.get_workspace_by_slug(session, workspace_slug)
-        bind_scope(session, workspace_id=workspace.id, actor=Actor.system("demo"))
+        accounts.scope_to_workspace(session, workspace_slug, Actor.system("demo"))
         tracked = tracking_consents(session, [contact.id for _, _, _, contact in sent[5:]])
         for ref, _email, send, contact in sent[5:]:
             if contact.id not in tracked:
                 continue
             apply(session, Observation(FeedbackKind.OPEN, ref, f"demo-open:{send.id}", via="tracking"))
-            bind_scope(session, workspace_id=workspace.id, actor=Actor.system("demo"))
             if send.id % 2 == 0:
                 apply(session, Observation(FeedbackKind.CLICK, ref, f"demo-click:{send.id}", via="tracking"))
-                bind_scope(session, workspace_id=workspace.id, actor=Actor.system("demo"))

@@ -53,8 +53,7 @@ def _apply_all(session: Session, events: list[ProviderEvent]) -> dict[str, int]:
     bind_scope(session, workspace_id=None, actor=Actor.system("webhook"))
     counts: dict[str, int] = {}
     for event in events:
-        applied = apply(session, observation_from_provider(event))
-        bind_scope(session, workspace_id=None, actor=Actor.system("webhook"))
+        applied = apply(session, observation_from_provider(event))  # restores the platform scope
         counts[applied.outcome] = counts.get(applied.outcome, 0) + 1
         if applied.outcome == "ignored":
             log.info("%s event %s ignored: %s", event.provider, event.event_id, applied.why)
