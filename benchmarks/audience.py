@@ -47,14 +47,14 @@ import secrets
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, create_engine, insert, make_url, select, text
+from pg_databases import create_pg_database, drop_pg_database  # beside this script
+from sqlalchemy import Connection, insert, select, text
 
 from zgoda.accounts import service as accounts
 from zgoda.audiences import eligibility
@@ -413,23 +413,6 @@ def measure(name: str, url: str, args: argparse.Namespace) -> DatabaseRun:
 
 
 # --- databases and the report -------------------------------------------------------------------
-
-
-def create_pg_database(server_url: str) -> tuple[str, str]:
-    admin = make_url(server_url).set(database="postgres")
-    name = f"zgoda_bench_{uuid.uuid4().hex[:10]}"
-    engine = create_engine(admin, isolation_level="AUTOCOMMIT")
-    with engine.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    engine.dispose()
-    return name, admin.set(database=name).render_as_string(hide_password=False)
-
-
-def drop_pg_database(server_url: str, name: str) -> None:
-    engine = create_engine(make_url(server_url).set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with engine.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    engine.dispose()
 
 
 def report(runs: list[DatabaseRun], args: argparse.Namespace) -> None:

@@ -44,13 +44,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, event, func, make_url, select, text
+from pg_databases import create_pg_database, drop_pg_database  # beside this script
+from sqlalchemy import event, func, select, text
 
 from zgoda.accounts import service as accounts
 from zgoda.consent import purposes, sources
@@ -333,23 +333,6 @@ def generate_file(path: Path, rows: int, seed: int = SEED) -> FileStats:
 
 
 # --- databases ---------------------------------------------------------------------------------
-
-
-def create_pg_database(server_url: str) -> tuple[str, str]:
-    admin = make_url(server_url).set(database="postgres")
-    name = f"zgoda_bench_{uuid.uuid4().hex[:10]}"
-    engine = create_engine(admin, isolation_level="AUTOCOMMIT")
-    with engine.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    engine.dispose()
-    return name, admin.set(database=name).render_as_string(hide_password=False)
-
-
-def drop_pg_database(server_url: str, name: str) -> None:
-    engine = create_engine(make_url(server_url).set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with engine.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    engine.dispose()
 
 
 def setup_workspace(url: str) -> tuple[int, int]:

@@ -26,7 +26,6 @@ import random
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -34,7 +33,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
-from sqlalchemy import Column, MetaData, Table, create_engine, event, insert, make_url, select, text
+from pg_databases import create_pg_database, drop_pg_database  # beside this script
+from sqlalchemy import Column, MetaData, Table, event, insert, select
 
 from zgoda.accounts import service as accounts
 from zgoda.consent import ledger, purposes
@@ -329,23 +329,6 @@ def measure_baseline(database: Database, figures: Figures) -> None:
 
 def sqlite_url(directory: Path) -> str:
     return f"sqlite:///{directory / 'ledger-bench.db'}"
-
-
-def create_pg_database(server_url: str) -> tuple[str, str]:
-    admin = make_url(server_url).set(database="postgres")
-    name = f"zgoda_bench_{uuid.uuid4().hex[:10]}"
-    engine = create_engine(admin, isolation_level="AUTOCOMMIT")
-    with engine.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    engine.dispose()
-    return name, admin.set(database=name).render_as_string(hide_password=False)
-
-
-def drop_pg_database(server_url: str, name: str) -> None:
-    engine = create_engine(make_url(server_url).set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with engine.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    engine.dispose()
 
 
 def rate(count: int, seconds: float) -> str:
