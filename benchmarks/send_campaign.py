@@ -130,6 +130,7 @@ class Measured:
     statuses: dict[str, int] = field(default_factory=dict)
     sink_delta: int = 0
     ok: bool = False
+    cpu: str = ""
 
 
 @dataclass
@@ -140,6 +141,7 @@ class DatabaseRun:
     consent_seconds: float = 0.0
     message_bytes: int = 0
     baselines: list[float] = field(default_factory=list)
+    baseline_cpu: list[str] = field(default_factory=list)
     runs: list[Measured] = field(default_factory=list)
 
     @property
@@ -220,6 +222,50 @@ def smtplib_baseline(port: int, message: bytes, recipients: list[str], connectio
     if errors:
         raise errors[0]
     return seconds
+
+
+# --- CPU accounting -----------------------------------------------------------------------------
+
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _proc_cpu(stat: str) -> tuple[str, int, float]:
+    """(command, process group, CPU seconds) from a /proc/PID/stat line."""
+    command = stat[stat.index("(") + 1 : stat.rindex(")")]
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return command, int(fields[2]), (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def cpu_snapshot(sink_pid: int, worker_groups: set[int]) -> dict[str, float]:
+    """CPU seconds so far: this process, the sink, the worker processes (by process group), PostgreSQL."""
+    figures = {"benchmark": time.process_time(), "sink": 0.0, "workers": 0.0, "postgres": 0.0}
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return figures
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command, group, seconds = _proc_cpu((entry / "stat").read_text())
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
+        if int(entry.name) == sink_pid:
+            figures["sink"] += seconds
+        elif group in worker_groups:
+            figures["workers"] += seconds
+        elif command in ("postgres", "postmaster"):
+            figures["postgres"] += seconds
+    return figures
+
+
+def cpu_note(before: dict[str, float], after: dict[str, float], messages: int) -> str:
+    """CPU milliseconds per message by process kind, for what changed between two snapshots."""
+    parts = []
+    for key in ("benchmark", "workers", "sink", "postgres"):
+        spent = after[key] - before[key]
+        if spent > 0.005 * messages / 1000 or key in ("benchmark", "sink"):
+            parts.append(f"{key} {spent * 1000 / messages:.2f}")
+    return "CPU ms/msg: " + ", ".join(parts)
 
 
 # --- setup --------------------------------------------------------------------------------------
@@ -405,9 +451,8 @@ def sample_message(database: Database, seeded: Seeded, campaign_id: int, setting
         assert campaign is not None
         ctx = sending.campaign_context(session, campaign, settings)
         contact = session.scalars(select(Contact).order_by(Contact.id).limit(1)).one()
-        message = sending.build_message(
-            ctx, send_id=1, contact=contact, source_id=contact.source_id, consent_event_id=None
-        )
+        recipient = sending.recipient_for(contact, send_id=1, source_id=contact.source_id, consent_event_id=None)
+        message = sending.build_message(ctx, recipient)
     assert b"DKIM-Signature:" in message.data
     return message.data
 
@@ -440,8 +485,8 @@ def run_inline(database: Database, seeded: Seeded, campaign_id: int, settings: S
 
 
 @contextmanager
-def workers(count: int, url: str, port: int, connections: int, data_dir: Path, queue: str) -> Iterator[None]:
-    """``count`` worker processes on ``queue``, ready before this yields; stopped (and their groups) after."""
+def workers(count: int, url: str, port: int, connections: int, data_dir: Path, queue: str) -> Iterator[set[int]]:
+    """``count`` worker processes on ``queue``, ready before this yields their process groups; stopped after."""
     env = {
         **os.environ,
         "ZGODA_DATABASE_URL": url,
@@ -473,7 +518,7 @@ def workers(count: int, url: str, port: int, connections: int, data_dir: Path, q
                 if process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"a worker did not start:\n{log.read_text()[-3000:]}")
                 time.sleep(0.1)
-        yield
+        yield {process.pid for process, _ in processes}  # each leads its own session, so its group
     finally:
         for process, _ in processes:
             if process.poll() is None:
@@ -549,16 +594,24 @@ def measure(name: str, url: str, args: argparse.Namespace, sink: Sink, data_dir:
         def baseline() -> None:
             assert message is not None
             before = sink.count
+            cpu_before = cpu_snapshot(sink.process.pid, set())
             seconds = smtplib_baseline(sink.port, message, seeded.emails, args.connections)
             run.baselines.append(seconds)
             got = sink.wait_for(before + len(seeded.emails)) - before
             assert got == len(seeded.emails), f"the sink got {got} of {len(seeded.emails)} baseline messages"
-            print(f"[{name}] baseline smtplib x{args.connections}: {len(seeded.emails) / seconds:,.0f}/s", flush=True)
+            run.baseline_cpu.append(cpu_note(cpu_before, cpu_snapshot(sink.process.pid, set()), got))
+            print(
+                f"[{name}] baseline smtplib x{args.connections}: {len(seeded.emails) / seconds:,.0f}/s; "
+                f"{run.baseline_cpu[-1]}",
+                flush=True,
+            )
 
         for mode, count in configs:
             campaign_id = campaign_ids[mode]
             measured = Measured(database=name, mode=mode, contacts=args.contacts)
             before = sink.count
+            groups: set[int] = set()
+            cpu_before = cpu_snapshot(sink.process.pid, groups)
             if count == 0 and args.profile:
                 profiler = cProfile.Profile()
                 measured.seconds = profiler.runcall(run_inline, database, seeded, campaign_id, base_settings)
@@ -571,8 +624,12 @@ def measure(name: str, url: str, args: argparse.Namespace, sink: Sink, data_dir:
                 measured.seconds = run_inline(database, seeded, campaign_id, base_settings)
                 purge_queue(queue)  # the start queued prepare_campaign: nobody is to run it
             else:
-                with workers(count, url, sink.port, args.connections, data_dir, queue):
+                with workers(count, url, sink.port, args.connections, data_dir, queue) as groups:
+                    cpu_before = cpu_snapshot(sink.process.pid, groups)
                     measured.seconds = run_with_workers(database, seeded, campaign_id, args.timeout)
+                    measured.cpu = cpu_note(cpu_before, cpu_snapshot(sink.process.pid, groups), args.contacts)
+            if not measured.cpu:
+                measured.cpu = cpu_note(cpu_before, cpu_snapshot(sink.process.pid, groups), args.contacts)
             _, measured.statuses = outcome(database, campaign_id)
             measured.sent = measured.statuses.get("sent", 0)
             measured.sink_delta = sink.wait_for(before + args.contacts) - before
@@ -580,7 +637,8 @@ def measure(name: str, url: str, args: argparse.Namespace, sink: Sink, data_dir:
             run.runs.append(measured)
             print(
                 f"[{name}] {mode}: {args.contacts / measured.seconds:,.0f}/s in {measured.seconds:.1f} s "
-                f"({measured.statuses}; sink +{measured.sink_delta}){'' if measured.ok else '  CHECK FAILED'}",
+                f"({measured.statuses}; sink +{measured.sink_delta}){'' if measured.ok else '  CHECK FAILED'}; "
+                f"{measured.cpu}",
                 flush=True,
             )
             if message is None:
@@ -625,6 +683,7 @@ def report(runs: list[DatabaseRun], args: argparse.Namespace) -> bool:
                 f"{run.database:<11} {'campaign, ' + m.mode:<28} {m.seconds:>8.1f} {rate:>8,.0f}  "
                 f"{ratio:.2f}x baseline (goal >= {GOAL_RATIO}x: {met}); {check}"
             )
+            print(f"{'':<11} {'':<28} {'':>8} {'':>8}  {m.cpu}")
         print(f"{'':<11} (setup, not timed: contacts {run.seed_seconds:.1f} s, grants {run.consent_seconds:.1f} s)")
     if args.json:
         print(json.dumps([run.__dict__ | {"runs": [m.__dict__ for m in run.runs]} for run in runs], default=str))

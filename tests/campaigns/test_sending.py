@@ -201,33 +201,42 @@ def test_scheduling_in_the_past_is_refused_and_cancel_before_start_works(session
         campaigns.send_campaign(session, campaign_id=setup.campaign.id)
 
 
-def test_pause_stops_and_resume_finishes(db: Database, session: Session, settings: Settings, sink: SmtpSink) -> None:
-    setup = sending_setup(session, eligible=6)
+def test_pause_stops_and_resume_finishes(fresh_database_url: str, settings: Settings, sink: SmtpSink) -> None:
+    # a real database: the pause below commits from a connection thread while the run goes on
+    db = Database.from_url(fresh_database_url)
     settings.send_batch_size = 2
-    campaigns.send_campaign(session, campaign_id=setup.campaign.id)
-    session.commit()
-    sending.prepare(db, setup.campaign.id)
+    with db.transaction() as session:
+        setup = sending_setup(session, eligible=6)
+        campaign_id, workspace_id = setup.campaign.id, setup.workspace.id
+        campaigns.send_campaign(session, campaign_id=campaign_id)
+    sending.prepare(db, campaign_id)
 
-    def pause_after_first_round(sent: int) -> None:
+    def scoped(session: Session) -> Session:
+        from zgoda.core.tenancy import Actor, bind_scope
+
+        bind_scope(session, workspace_id=workspace_id, actor=Actor.system("test"))
+        return session
+
+    def pause_after_the_first_message(sent: int) -> None:
         with db.transaction() as other:
-            from zgoda.core.tenancy import Actor, bind_scope
-
-            bind_scope(other, workspace_id=setup.workspace.id, actor=Actor.system("test"))
-            if campaigns.get_campaign(other, campaign_id=setup.campaign.id).status == CampaignStatus.SENDING:
-                campaigns.pause_campaign(other, campaign_id=setup.campaign.id)
+            if campaigns.get_campaign(scoped(other), campaign_id=campaign_id).status == CampaignStatus.SENDING:
+                campaigns.pause_campaign(other, campaign_id=campaign_id)
 
     first = sending.run(
-        db, setup.campaign.id, settings, smtp=_smtp(sink), connections=1, on_round=pause_after_first_round
+        db, campaign_id, settings, smtp=_smtp(sink), connections=1, on_sent=pause_after_the_first_message
     )
     assert first.stopped == CampaignStatus.PAUSED
     assert 0 < sink.received < 6
-    session.expire_all()
-    campaigns.resume_campaign(session, campaign_id=setup.campaign.id)
-    session.commit()
-    second = sending.run(db, setup.campaign.id, settings, smtp=_smtp(sink), connections=2)
+    with db.transaction() as session:
+        campaigns.resume_campaign(scoped(session), campaign_id=campaign_id)
+    second = sending.run(db, campaign_id, settings, smtp=_smtp(sink), connections=2)
     assert second.stopped == "done"
     assert sink.received == 6
     assert first.sent + second.sent == 6
+    with db.transaction() as session:
+        attempts = scoped(session).scalars(select(Send.attempts).where(Send.campaign_id == campaign_id)).all()
+    assert max(attempts) == 1, "a send given back at the pause must not count as an attempt"
+    db.engine.dispose()
 
 
 def test_only_contacts_with_a_profiling_consent_are_tracked(

@@ -10,6 +10,7 @@ styling moved onto a wrapper, and appends the footer after that wrapper as the l
 
 from __future__ import annotations
 
+import re
 import secrets
 from dataclasses import dataclass
 from html import escape
@@ -69,12 +70,15 @@ _WORDS = {
 }
 
 
+_WHITESPACE = re.compile(r"\s")  # the same characters as str.isspace
+
+
 def _checked(ctx: FooterContext) -> dict[str, str]:
     if ctx.language not in _WORDS:
         raise InvalidInput(f"footer language must be pl or en, not {ctx.language!r}", field="language")
     for name in ("unsubscribe_url", "preferences_url"):
         url = getattr(ctx, name)
-        if not url.startswith(("https://", "http://")) or any(ch.isspace() for ch in url):
+        if not url.startswith(("https://", "http://")) or _WHITESPACE.search(url):
             raise InvalidInput(f"{name} must be an http(s) address without spaces", field=name)
     for name in ("sender_name", "postal_address", "purpose_label"):
         if not getattr(ctx, name).strip():

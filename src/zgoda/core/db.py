@@ -120,6 +120,17 @@ class Database:
     def from_url(cls, url: str) -> Database:
         return cls(make_engine(url))
 
+    @property
+    def bind(self) -> Engine | Connection:
+        """What sessions run on: the engine, or one connection (tests run everything in an outer transaction)."""
+        bind = self.factory.kw.get("bind")
+        return bind if isinstance(bind, Connection) else self.engine
+
+    @property
+    def single_connection(self) -> bool:
+        """Whether every session shares one connection, which then must not be used by two threads at once."""
+        return isinstance(self.bind, Connection)
+
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         """A session whose work is committed on success and rolled back on any error."""

@@ -190,6 +190,7 @@ class _State(Enum):
     CLOSED = "closed"
     IDLE = "idle"
     PREPARED = "prepared"
+    DOT_WRITTEN = "dot_written"
 
 
 class SmtpConnection:
@@ -203,6 +204,7 @@ class SmtpConnection:
         self._smtp: smtplib.SMTP | None = None
         self._state = _State.CLOSED
         self._prepared: Prepared | None = None
+        self._dot_error: BaseException | None = None
         self._tls_context: ssl.SSLContext | None = None
         self.messages_on_socket = 0
         """Messages completed (accepted or refused at the dot) since the socket was opened."""
@@ -314,7 +316,7 @@ class SmtpConnection:
         ``accepted=False``) when MAIL, RCPT or DATA was refused; the connection stays usable then.
         Raises ``SmtpConnectionError`` when the server cannot be reached or the connection breaks.
         """
-        if self._state is _State.PREPARED:
+        if self._state in (_State.PREPARED, _State.DOT_WRITTEN):
             raise RuntimeError("A prepared message is waiting: complete() or abandon() it before the next one.")
         _check_address(mail_from, "Sender")
         _check_address(rcpt_to, "Recipient")
@@ -344,13 +346,40 @@ class SmtpConnection:
         Raises ``SmtpOutcomeUnknown`` if the connection breaks now: the message may have been
         delivered, so it must not be sent again.
         """
+        self.write_dot()
+        return self.verdict()
+
+    def write_dot(self) -> None:
+        """Write the prepared message's final dot; ``verdict()`` then reads the server's answer.
+
+        The sender calls this right after committing the message as sent, possibly from the thread
+        that committed it while the connection's own thread waits (nothing else touches the socket
+        then); a failed write is kept for ``verdict()`` to report.
+        """
         if self._state is not _State.PREPARED or self._smtp is None:
             raise RuntimeError("Nothing is prepared on this connection.")
-        smtp = self._smtp
+        self._state = _State.DOT_WRITTEN
         try:
-            smtp.send(b".\r\n")
-            code, text = smtp.getreply()
+            self._smtp.send(b".\r\n")
         except (OSError, smtplib.SMTPException) as error:
+            self._dot_error = error
+
+    def verdict(self) -> SmtpOutcome:
+        """The server's answer to the final dot ``write_dot()`` wrote.
+
+        Raises ``SmtpOutcomeUnknown`` if the connection broke: the message may have been delivered,
+        so it must not be sent again.
+        """
+        if self._state is not _State.DOT_WRITTEN or self._smtp is None:
+            raise RuntimeError("No final dot was written on this connection.")
+        smtp = self._smtp
+        error, self._dot_error = self._dot_error, None
+        if error is None:
+            try:
+                code, text = smtp.getreply()
+            except (OSError, smtplib.SMTPException) as failure:
+                error = failure
+        if error is not None:
             self.abandon()
             raise SmtpOutcomeUnknown(
                 f"SMTP server {self.settings.address}: the connection broke after the final dot was written; "
