@@ -685,7 +685,11 @@ class _Pipeline:
                     continue
 
     def wait_until_idle(self) -> None:
-        self._queue.join()
+        """Wait until every recipient fed is finished (or the run is stopping)."""
+        done = self._queue.all_tasks_done
+        with done:
+            while self._queue.unfinished_tasks and not self._stop.is_set():
+                done.wait(0.2)
 
     def shutdown(self) -> None:
         """Stop the threads (a message under way is finished) and give back what was never tried."""
@@ -714,37 +718,81 @@ class _Pipeline:
     # -- in each connection thread ------------------------------------------------------------------
 
     def _connection_loop(self, connection: SmtpConnection) -> None:
+        """Take recipients one by one; build each message while the previous one waits for its commit.
+
+        A recipient taken is marked done (``task_done``) only once its message is finished, so that
+        ``busy`` stays true while anything is under way.
+        """
+        waiting: _Entry | None = None  # the previous message: handed to the group commit, not yet answered
+        owed = 0  # recipients taken from the queue and not yet marked done
+
+        def done() -> None:
+            nonlocal owed
+            owed -= 1
+            self._queue.task_done()
+
         try:
             while True:
-                recipient = self._queue.get()
                 try:
-                    if recipient is None:
-                        return
-                    if self._stop.is_set():
-                        with self._lock:
-                            self._unsent.append(recipient)
-                        continue
-                    self._deliver(connection, recipient)
-                except BaseException as error:  # noqa: BLE001 - the run re-raises it in the calling thread
-                    if connection.is_prepared:
-                        connection.abandon()  # never completed: the server discards it, the row's lease ends
-                    self._fail(error)
-                finally:
-                    self._queue.task_done()
+                    recipient = self._queue.get_nowait()
+                except queue.Empty:  # nothing to build meanwhile: finish the previous message first
+                    if waiting is not None:
+                        entry, waiting = waiting, None
+                        self._finish(connection, entry)
+                        done()
+                    recipient = self._queue.get()
+                owed += 1
+                if recipient is None:
+                    done()
+                    return
+                if self._stop.is_set():
+                    with self._lock:
+                        self._unsent.append(recipient)
+                    done()
+                    continue
+                message = self._build(recipient)
+                if waiting is not None:
+                    entry, waiting = waiting, None
+                    self._finish(connection, entry)
+                    done()
+                if message is None:
+                    done()
+                    continue
+                waiting = self._hand_in(connection, message)
+                if waiting is None:
+                    done()
+        except BaseException as error:  # noqa: BLE001 - the run re-raises it in the calling thread
+            self._fail(error)
         finally:
+            if waiting is not None:
+                try:
+                    self._finish(connection, waiting)
+                except BaseException as error:  # noqa: BLE001
+                    self._fail(error)
+            if connection.is_prepared:
+                connection.abandon()  # never completed: the server discards it, the row's lease ends
             connection.close()
+            for _ in range(owed):
+                self._queue.task_done()
 
-    def _deliver(self, connection: SmtpConnection, recipient: Recipient) -> None:
-        outcome = self.outcome
+    def _build(self, recipient: Recipient) -> OutgoingMessage | None:
+        """The recipient's message; None when the template cannot be rendered for it (its row says why)."""
         try:
-            message = build_message(self.ctx, recipient)
+            return build_message(self.ctx, recipient)
         except InvalidInput as error:
-            with outcome.lock:
-                outcome.failed += 1
-                outcome.count_reason(RENDER_FAILED)
+            with self.outcome.lock:
+                self.outcome.failed += 1
+                self.outcome.count_reason(RENDER_FAILED)
             failed = {"status": SendStatus.FAILED, "reason": RENDER_FAILED, "smtp_reply": str(error)[:500]}
             self.committer.update(recipient.send_id, failed, held=True)
-            return
+            return None
+
+    def _hand_in(self, connection: SmtpConnection, message: OutgoingMessage) -> _Entry | None:
+        """Write the message up to its final dot and hand it to the group commit (without waiting for it).
+
+        None when it went no further: the server refused it, or the connection failed (the row says so).
+        """
+        outcome = self.outcome
         self._pacer.wait()
         try:
             result = connection.prepare(message.mail_from, message.rcpt_to, message.data)
@@ -759,25 +807,36 @@ class _Pipeline:
             }
             self.committer.update(message.send_id, retry, held=True)
             self._connection_failed(error)
-            return
+            return None
         with self._lock:
             self._failures_in_a_row = 0
         if not isinstance(result, Prepared):
             with outcome.lock:
                 values = _after_refusal(result, outcome)
             self.committer.update(message.send_id, values, held=True)
-            return
-        if not self.committer.mark_sent(message, connection):
+            return None
+        return self.committer.hand_in(message, connection)
+
+    def _finish_and_mark_done(self, connection: SmtpConnection, entry: _Entry) -> None:
+        try:
+            self._finish(connection, entry)
+        finally:
+            self._queue.task_done()
+
+    def _finish(self, connection: SmtpConnection, entry: _Entry) -> None:
+        """Wait for the message's commit (and its final dot, written by the committing thread); read the verdict."""
+        message = entry.message
+        assert message is not None
+        if not self.committer.wait(entry):
             connection.abandon()  # another worker took the row over after our lease ran out
             return
-        # the sent row is committed, and the committing thread wrote the final dot right after
         try:
             reply: SmtpOutcome | None = connection.verdict()
         except SmtpOutcomeUnknown:
             reply = None  # recorded as sent: it may have been delivered, so it is never sent again
-        with outcome.lock:
-            outcome.sent += 1
-            sent = outcome.sent
+        with self.outcome.lock:
+            self.outcome.sent += 1
+            sent = self.outcome.sent
         if reply is not None and not reply.accepted:
             self._refused_at_the_dot(message, reply)
             return
@@ -849,23 +908,29 @@ class _GroupCommit:
         self._writing = False
         self._sent_rows = _SentRows(database, worker=worker, workspace_id=workspace_id)
 
-    def mark_sent(self, message: OutgoingMessage, connection: SmtpConnection) -> bool:
-        """Commit the message's row as sent and write its final dot on ``connection`` at once.
+    def hand_in(self, message: OutgoingMessage, connection: SmtpConnection) -> _Entry:
+        """Hand in a prepared message to be committed as sent with the next group; ``wait`` for it later.
 
-        False (and no dot) when this worker no longer holds the row. The dot is written by the thread
-        that committed, right after the commit, so that a process killed in between leaves as few
-        messages as possible recorded as sent but not delivered.
+        The committing thread writes its final dot on ``connection`` right after the commit, so that a
+        process killed in between leaves as few messages as possible recorded as sent but not delivered.
         """
-        entry = self._commit(_Entry(message=message, connection=connection))
-        return entry.owned
+        entry = _Entry(message=message, connection=connection)
+        with self._ready:
+            self._pending.append(entry)
+        return entry
+
+    def wait(self, entry: _Entry) -> bool:
+        """Wait until the entry is committed (writing the group if nobody is); False if the row was not ours."""
+        return self._commit(entry, handed_in=True).owned
 
     def update(self, send_id: int, values: dict[str, Any], *, held: bool) -> None:
         """Commit other values for a row (a refusal, a retry), if ``held`` only while this worker holds it."""
         self._commit(_Entry(send_id=send_id, values=values, held=held))
 
-    def _commit(self, entry: _Entry) -> _Entry:
+    def _commit(self, entry: _Entry, *, handed_in: bool = False) -> _Entry:
         with self._ready:
-            self._pending.append(entry)
+            if not handed_in:
+                self._pending.append(entry)
             while self._writing and not entry.done:
                 self._ready.wait()
             if not entry.done:
