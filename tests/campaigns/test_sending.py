@@ -250,3 +250,64 @@ def test_only_contacts_with_a_profiling_consent_are_tracked(
     assert "/t/o/" in tracked
     assert "/t/o/" not in plain
     assert "/t/c/" not in plain
+
+
+def test_a_message_that_cannot_be_rendered_for_one_contact_fails_alone(
+    db: Database, session: Session, settings: Settings, sink: SmtpSink
+) -> None:
+    from zgoda.contacts import service as contacts
+
+    setup = sending_setup(session, eligible=3)
+    for number, contact in enumerate(setup.eligible):  # text + 1 fails for the first one only
+        portions: str | int = "dużo" if number == 0 else number
+        contacts.upsert_contact(session, contacts.ContactData(email=contact.email, attributes={"porcje": portions}))
+    template = campaigns.create_template(
+        session, name="Porcje", subject="Porcje", html="<p>{{ contact.porcje + 1 }} porcji</p>"
+    )
+    campaign = campaigns.create_campaign(
+        session,
+        name="Porcje",
+        purpose_key="email_marketing",
+        template_id=template.id,
+        from_name="Kawiarnia",
+        from_email="news@kawiarnia.example.pl",
+        list_id=setup.campaign.list_id,
+        language="pl",
+    )
+    outcome = _send(db, session, settings, sink, campaign.id)
+    assert (outcome.sent, outcome.failed, outcome.stopped) == (2, 1, "done")
+    assert outcome.by_reason[sending.RENDER_FAILED] == 1
+    assert sink.received == 2
+    rows = {row.contact_id: row for row in session.scalars(select(Send).where(Send.campaign_id == campaign.id))}
+    failed = rows[setup.eligible[0].id]
+    assert (failed.status, failed.reason, failed.ref) == (SendStatus.FAILED, sending.RENDER_FAILED, None)
+    assert failed.smtp_reply is not None and "html" in failed.smtp_reply  # names the part that failed
+    assert {rows[c.id].status for c in setup.eligible[1:]} == {SendStatus.SENT}
+
+
+def test_nothing_goes_out_once_the_campaign_is_paused(db: Database, session: Session, settings: Settings) -> None:
+    """The group commit reads the campaign's state: after a pause no row is marked sent, no final dot written."""
+    from zgoda.core.tenancy import Actor, bind_scope
+
+    setup = sending_setup(session, eligible=4)
+    campaigns.send_campaign(session, campaign_id=setup.campaign.id)
+    session.commit()
+    sending.prepare(db, setup.campaign.id)
+    with SmtpSink(None, discard=True) as sink:
+        held = {"paused": False}
+
+        def pause_once(sent: int) -> None:
+            if held["paused"]:
+                return
+            held["paused"] = True
+            with db.transaction() as other:
+                bind_scope(other, workspace_id=setup.workspace.id, actor=Actor.system("test"))
+                campaigns.pause_campaign(other, campaign_id=setup.campaign.id)
+
+        first = sending.run(db, setup.campaign.id, settings, smtp=_smtp(sink), connections=1, on_sent=pause_once)
+        assert first.stopped == CampaignStatus.PAUSED
+        assert first.sent == sink.received == 1
+    session.expire_all()
+    statuses = sorted(session.scalars(select(Send.status).where(Send.campaign_id == setup.campaign.id)))
+    assert statuses.count(SendStatus.SENT) == 1
+    assert statuses.count(SendStatus.PENDING) == 3, "the sends not delivered are waiting for the resume"

@@ -47,7 +47,7 @@ from zgoda.campaigns.footer import FooterContext
 from zgoda.campaigns.message import compose_message
 from zgoda.campaigns.models import Campaign, CampaignStatus, Send, SendStatus
 from zgoda.campaigns.rendering import CompiledTemplate, RenderedParts, compile_template
-from zgoda.campaigns.service import contact_merge_values, merge_fields, sender_identity
+from zgoda.campaigns.service import contact_merge_values, merge_fields, merge_values, sender_identity
 from zgoda.campaigns.tracking import add_tracking, tracking_consents
 from zgoda.consent.models import Purpose, Source
 from zgoda.contacts.models import Contact
@@ -480,6 +480,10 @@ def run(
             pipeline.shutdown()
     if pipeline is not None and pipeline.error is not None:
         raise pipeline.error
+    if not outcome.stopped:  # the pipeline found the campaign paused or cancelled while committing
+        with database.transaction() as session:
+            campaign = _load(session, campaign_id)
+            outcome.stopped = "not_found" if campaign is None else str(campaign.status)
     return outcome
 
 
@@ -566,7 +570,8 @@ def _decide(
     contact_ids = [c.contact_id for c in claimed]
     decisions = decide(session, audience, contact_ids)
     tracked = tracking_consents(session, contact_ids)
-    contacts = {contact.id: contact for contact in session.scalars(select(Contact).where(Contact.id.in_(contact_ids)))}
+    columns = (Contact.id, Contact.email, Contact.phone, Contact.first_name, Contact.last_name, Contact.attributes)
+    contacts = {row[0]: row for row in session.execute(select(*columns).where(Contact.id.in_(contact_ids)))}
     now = utcnow()
     refusals: list[dict[str, Any]] = []
     failures: list[dict[str, Any]] = []
@@ -585,9 +590,17 @@ def _decide(
             continue
         assert contact is not None
         recipients.append(
-            recipient_for(
-                contact,
+            Recipient(
                 send_id=item.send_id,
+                contact_id=item.contact_id,
+                email=contact.email,
+                merge_values=merge_values(
+                    attributes=contact.attributes,
+                    email=contact.email,
+                    phone=contact.phone,
+                    first_name=contact.first_name,
+                    last_name=contact.last_name,
+                ),
                 source_id=decision.source_id,
                 consent_event_id=decision.consent_event_id,
                 tracked=item.contact_id in tracked,
@@ -610,12 +623,16 @@ def _decide(
     return recipients
 
 
-class _Pipeline:
-    """K connection threads fed from one queue of recipients; each builds, writes and completes its messages.
+BUILD_THREADS = 2  # threads rendering and signing messages for a run's connections (signing runs outside the GIL)
 
-    A thread writes its message up to the final dot, hands it to the group commit, which marks it
-    sent together with whatever the other threads have ready, and only then writes the dot: the
-    two-phase send of the module's docstring, without rounds in which connections wait for each other.
+
+class _Pipeline:
+    """Builder threads turn recipients into signed messages; K connection threads send them.
+
+    A connection thread writes its message up to the final dot, hands it to the group commit, which
+    marks it sent together with whatever the other connections have ready, and only then is the dot
+    written: the two-phase send of the module's docstring, without rounds in which connections wait
+    for each other, and with the next message built before a connection is free for it.
     """
 
     def __init__(
@@ -640,16 +657,26 @@ class _Pipeline:
         self.error: BaseException | None = None
         self.database_turn = database_turn
         self.committer = _GroupCommit(
-            database, worker=worker, workspace_id=ctx.workspace_id, database_turn=database_turn
+            database,
+            worker=worker,
+            workspace_id=ctx.workspace_id,
+            campaign_id=ctx.campaign_id,
+            database_turn=database_turn,
         )
         self._connections = connections
-        self._queue: queue.Queue[Recipient | None] = queue.Queue(maxsize=max(queue_size, connections))
+        # a recipient is marked done (task_done) in _recipients only once its message is finished
+        self._recipients: queue.Queue[Recipient | None] = queue.Queue(maxsize=max(queue_size, connections))
+        self._ready: queue.Queue[tuple[Recipient, OutgoingMessage] | None] = queue.Queue(maxsize=2 * connections)
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._failures_in_a_row = 0
-        self._unsent: list[Recipient] = []  # taken off the queue after a stop: given back at shutdown
+        self._unsent: list[int] = []  # sends taken off a queue after a stop (or paused): given back at shutdown
         self._pacer = _Pacer(rate)
-        self._threads = [
+        self._builders = [
+            threading.Thread(target=self._build_loop, name=f"zgoda-build-{number}", daemon=True)
+            for number in range(BUILD_THREADS)
+        ]
+        self._senders = [
             threading.Thread(
                 target=self._connection_loop,
                 args=(SmtpConnection(smtp),),
@@ -658,7 +685,7 @@ class _Pipeline:
             )
             for number in range(connections)
         ]
-        for thread in self._threads:
+        for thread in (*self._builders, *self._senders):
             thread.start()
 
     @property
@@ -668,112 +695,124 @@ class _Pipeline:
     @property
     def busy(self) -> bool:
         """Whether any recipient fed to the threads is not finished yet."""
-        return self._queue.unfinished_tasks > 0
+        return self._recipients.unfinished_tasks > 0
 
     def feed(self, recipients: Sequence[Recipient]) -> None:
-        """Queue recipients for the connection threads; blocks while the queue is full."""
+        """Queue recipients for the builder threads; blocks while the queue is full."""
         for recipient in recipients:
-            while True:
-                if self._stop.is_set():
-                    with self._lock:
-                        self._unsent.append(recipient)
-                    break
-                try:
-                    self._queue.put(recipient, timeout=0.2)
-                    break
-                except queue.Full:
-                    continue
+            if not self._put(self._recipients, recipient):
+                self._set_aside(recipient, done=False)
 
     def wait_until_idle(self) -> None:
         """Wait until every recipient fed is finished (or the run is stopping)."""
-        done = self._queue.all_tasks_done
+        done = self._recipients.all_tasks_done
         with done:
-            while self._queue.unfinished_tasks and not self._stop.is_set():
+            while self._recipients.unfinished_tasks and not self._stop.is_set():
                 done.wait(0.2)
 
     def shutdown(self) -> None:
         """Stop the threads (a message under way is finished) and give back what was never tried."""
         self._stop.set()
+        self._drain_recipients()
+        for _ in self._builders:
+            self._recipients.put(None)
+        for thread in self._builders:
+            thread.join()
+        self._drain_recipients()
         while True:
             try:
-                item = self._queue.get_nowait()
+                item = self._ready.get_nowait()
             except queue.Empty:
                 break
             if item is not None:
-                with self._lock:
-                    self._unsent.append(item)
-            self._queue.task_done()
-        for _ in self._threads:
-            self._queue.put(None)
-        for thread in self._threads:
+                self._set_aside(item[0], done=True)
+        for _ in self._senders:
+            self._ready.put(None)
+        for thread in self._senders:
             thread.join()
         self.committer.close()
         if self._unsent:
             try:
                 with self.database_turn:
-                    _give_back(self.database, [r.send_id for r in self._unsent], self.worker, self.ctx.workspace_id)
+                    _give_back(self.database, self._unsent, self.worker, self.ctx.workspace_id)
             except Exception:  # the rows' leases run out and they are claimed again anyway
                 log.exception("could not give back %d unsent sends", len(self._unsent))
+
+    def _drain_recipients(self) -> None:
+        while True:
+            try:
+                item = self._recipients.get_nowait()
+            except queue.Empty:
+                return
+            if item is None:
+                self._recipients.task_done()
+            else:
+                self._set_aside(item, done=True)
+
+    def _set_aside(self, recipient: Recipient, *, done: bool) -> None:
+        """A recipient the run will not send to after all (it is stopping): given back at shutdown."""
+        with self._lock:
+            self._unsent.append(recipient.send_id)
+        if done:
+            self._recipients.task_done()
+
+    def _put(self, target: queue.Queue[Any], item: Any) -> bool:
+        """Put into a bounded queue, waiting while it is full; False if the run stops meanwhile."""
+        while not self._stop.is_set():
+            try:
+                target.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    # -- in each builder thread ---------------------------------------------------------------------
+
+    def _build_loop(self) -> None:
+        while True:
+            recipient = self._recipients.get()
+            if recipient is None:
+                self._recipients.task_done()
+                return
+            try:
+                if self._stop.is_set():
+                    self._set_aside(recipient, done=True)
+                    continue
+                message = self._build(recipient)
+            except BaseException as error:  # noqa: BLE001 - the run re-raises it in the calling thread
+                self._recipients.task_done()
+                self._fail(error)
+                continue
+            if message is None:
+                self._recipients.task_done()
+            elif not self._put(self._ready, (recipient, message)):
+                self._set_aside(recipient, done=True)
 
     # -- in each connection thread ------------------------------------------------------------------
 
     def _connection_loop(self, connection: SmtpConnection) -> None:
-        """Take recipients one by one; build each message while the previous one waits for its commit.
-
-        A recipient taken is marked done (``task_done``) only once its message is finished, so that
-        ``busy`` stays true while anything is under way.
-        """
-        waiting: _Entry | None = None  # the previous message: handed to the group commit, not yet answered
-        owed = 0  # recipients taken from the queue and not yet marked done
-
-        def done() -> None:
-            nonlocal owed
-            owed -= 1
-            self._queue.task_done()
-
         try:
             while True:
-                try:
-                    recipient = self._queue.get_nowait()
-                except queue.Empty:  # nothing to build meanwhile: finish the previous message first
-                    if waiting is not None:
-                        entry, waiting = waiting, None
-                        self._finish(connection, entry)
-                        done()
-                    recipient = self._queue.get()
-                owed += 1
-                if recipient is None:
-                    done()
+                item = self._ready.get()
+                if item is None:
                     return
-                if self._stop.is_set():
-                    with self._lock:
-                        self._unsent.append(recipient)
-                    done()
-                    continue
-                message = self._build(recipient)
-                if waiting is not None:
-                    entry, waiting = waiting, None
-                    self._finish(connection, entry)
-                    done()
-                if message is None:
-                    done()
-                    continue
-                waiting = self._hand_in(connection, message)
-                if waiting is None:
-                    done()
-        except BaseException as error:  # noqa: BLE001 - the run re-raises it in the calling thread
-            self._fail(error)
-        finally:
-            if waiting is not None:
+                recipient, message = item
                 try:
-                    self._finish(connection, waiting)
-                except BaseException as error:  # noqa: BLE001
+                    if self._stop.is_set():
+                        with self._lock:
+                            self._unsent.append(recipient.send_id)
+                        continue
+                    entry = self._hand_in(connection, message)
+                    if entry is not None:
+                        self._finish(connection, entry)
+                except BaseException as error:  # noqa: BLE001 - the run re-raises it in the calling thread
+                    if connection.is_prepared:
+                        connection.abandon()  # never completed: the server discards it, the row's lease ends
                     self._fail(error)
-            if connection.is_prepared:
-                connection.abandon()  # never completed: the server discards it, the row's lease ends
+                finally:
+                    self._recipients.task_done()
+        finally:
             connection.close()
-            for _ in range(owed):
-                self._queue.task_done()
 
     def _build(self, recipient: Recipient) -> OutgoingMessage | None:
         """The recipient's message; None when the template cannot be rendered for it (its row says why)."""
@@ -817,18 +856,17 @@ class _Pipeline:
             return None
         return self.committer.hand_in(message, connection)
 
-    def _finish_and_mark_done(self, connection: SmtpConnection, entry: _Entry) -> None:
-        try:
-            self._finish(connection, entry)
-        finally:
-            self._queue.task_done()
-
     def _finish(self, connection: SmtpConnection, entry: _Entry) -> None:
         """Wait for the message's commit (and its final dot, written by the committing thread); read the verdict."""
         message = entry.message
         assert message is not None
         if not self.committer.wait(entry):
-            connection.abandon()  # another worker took the row over after our lease ran out
+            connection.abandon()  # no final dot: the server discards the message
+            if entry.campaign_stopped:  # paused or cancelled meanwhile: nothing more goes out
+                with self._lock:
+                    self._unsent.append(message.send_id)
+                self._stop.set()
+            # otherwise another worker took the row over after our lease ran out
             return
         try:
             reply: SmtpOutcome | None = connection.verdict()
@@ -883,6 +921,7 @@ class _Entry:
     held: bool = True  # the update applies only while this worker holds the row
     done: bool = False
     owned: bool = False
+    campaign_stopped: bool = False  # the campaign was no longer sending when the group was written
     error: BaseException | None = None
 
 
@@ -897,16 +936,23 @@ class _GroupCommit:
     """
 
     def __init__(
-        self, database: Database, *, worker: str, workspace_id: int, database_turn: AbstractContextManager[Any]
+        self,
+        database: Database,
+        *,
+        worker: str,
+        workspace_id: int,
+        campaign_id: int,
+        database_turn: AbstractContextManager[Any],
     ) -> None:
         self.database = database
         self.worker = worker
         self.workspace_id = workspace_id
+        self.campaign_id = campaign_id
         self.database_turn = database_turn
         self._ready = threading.Condition()
         self._pending: list[_Entry] = []
         self._writing = False
-        self._sent_rows = _SentRows(database, worker=worker, workspace_id=workspace_id)
+        self._sent_rows = _SentRows(database, worker=worker, workspace_id=workspace_id, campaign_id=campaign_id)
 
     def hand_in(self, message: OutgoingMessage, connection: SmtpConnection) -> _Entry:
         """Hand in a prepared message to be committed as sent with the next group; ``wait`` for it later.
@@ -940,7 +986,7 @@ class _GroupCommit:
                 group = []
         if group:
             error: BaseException | None = None
-            owned: set[int] = set()
+            owned: set[int] | None = set()
             try:
                 with self.database_turn:
                     owned = self._write(group)
@@ -948,26 +994,38 @@ class _GroupCommit:
                 error = failure
             else:
                 for member in group:  # now, and only now, the final dots
-                    if member.connection is not None and member.message is not None and member.message.send_id in owned:
+                    if (
+                        member.connection is not None
+                        and member.message is not None
+                        and member.message.send_id in (owned or ())
+                    ):
                         member.connection.write_dot()
             with self._ready:
                 for member in group:
                     member.done, member.error = True, error
-                    member.owned = member.message is not None and member.message.send_id in owned
+                    member.owned = owned is not None and member.message is not None and member.message.send_id in owned
+                    member.campaign_stopped = owned is None and member.message is not None
                 self._writing = False
                 self._ready.notify_all()
         if entry.error is not None:
             raise RuntimeError(f"could not commit the sends: {entry.error}") from entry.error
         return entry
 
-    def _write(self, group: list[_Entry]) -> set[int]:
+    def _write(self, group: list[_Entry]) -> set[int] | None:
+        """Write a group: the send ids marked sent, or None when the campaign is no longer sending.
+
+        A paused or cancelled campaign marks nothing sent, so no final dot is written after a pause.
+        """
         messages = [entry.message for entry in group if entry.message is not None]
         if len(messages) == len(group):  # only sent rows, the usual case: the short way
             return self._sent_rows.write(messages)
         now = utcnow()
         with self.database.transaction() as session:
             bind_scope(session, workspace_id=self.workspace_id, actor=Actor.system("sending"))
-            owned = _mark_sent(session, messages, self.worker, now) if messages else set()
+            owned: set[int] | None = set()
+            if messages:
+                status = session.scalar(select(Campaign.status).where(Campaign.id == self.campaign_id))
+                owned = _mark_sent(session, messages, self.worker, now) if status == CampaignStatus.SENDING else None
             for entry in group:
                 if entry.values is None:
                     continue
@@ -992,10 +1050,11 @@ class _SentRows:
     transaction) it runs there, in a savepoint.
     """
 
-    def __init__(self, database: Database, *, worker: str, workspace_id: int) -> None:
+    def __init__(self, database: Database, *, worker: str, workspace_id: int, campaign_id: int) -> None:
         self.database = database
         self.worker = worker
         self.workspace_id = workspace_id
+        self.campaign_id = campaign_id
         dialect = database.engine.dialect
         mark = "?" if dialect.paramstyle == "qmark" else "%s"
         table = Send.__table__.name  # type: ignore[attr-defined]
@@ -1005,11 +1064,14 @@ class _SentRows:
             f"WHERE id = {mark} AND workspace_id = {mark} AND claimed_by = {mark} AND status = {mark}"
         )
         self.owned_sql = f"SELECT id FROM {table} WHERE ref = {mark} AND claimed_by IS NULL"
+        campaigns = Campaign.__table__.name  # type: ignore[attr-defined]
+        self.status_sql = f"SELECT status FROM {campaigns} WHERE id = {mark}"
         processor = Send.__table__.c.sent_at.type.bind_processor(dialect)
         self.to_database: Callable[[datetime], Any] = processor or (lambda value: value)
         self._connection: Connection | None = None
 
-    def write(self, messages: list[OutgoingMessage]) -> set[int]:
+    def write(self, messages: list[OutgoingMessage]) -> set[int] | None:
+        """The send ids marked sent (those still held), or None if the campaign is no longer sending."""
         now = self.to_database(utcnow())
         rows = [
             (
@@ -1035,6 +1097,9 @@ class _SentRows:
             connection = self._connection
             transaction = connection.begin()
         with transaction:
+            status = connection.exec_driver_sql(self.status_sql, (self.campaign_id,)).scalar()
+            if status != CampaignStatus.SENDING.value:
+                return None
             matched = connection.exec_driver_sql(self.sql, rows).rowcount
             if matched == len(rows) and connection.dialect.supports_sane_multi_rowcount:
                 return {m.send_id for m in messages}

@@ -139,8 +139,26 @@ def list_templates(session: Session) -> Sequence[Template]:
 
 def contact_merge_values(contact: Contact) -> dict[str, Any]:
     """What a template sees of a contact: its own fields and its attributes (own fields win a clash)."""
-    values: dict[str, Any] = {key: value for key, value in (contact.attributes or {}).items() if isinstance(key, str)}
-    values.update(email=contact.email, phone=contact.phone, first_name=contact.first_name, last_name=contact.last_name)
+    return merge_values(
+        attributes=contact.attributes,
+        email=contact.email,
+        phone=contact.phone,
+        first_name=contact.first_name,
+        last_name=contact.last_name,
+    )
+
+
+def merge_values(
+    *,
+    attributes: dict[str, Any] | None,
+    email: str | None,
+    phone: str | None,
+    first_name: str | None,
+    last_name: str | None,
+) -> dict[str, Any]:
+    """``contact_merge_values`` from a contact's columns (the sender reads them without loading objects)."""
+    values: dict[str, Any] = {key: value for key, value in (attributes or {}).items() if isinstance(key, str)}
+    values.update(email=email, phone=phone, first_name=first_name, last_name=last_name)
     return values
 
 
