@@ -311,3 +311,27 @@ def test_nothing_goes_out_once_the_campaign_is_paused(db: Database, session: Ses
     statuses = sorted(session.scalars(select(Send.status).where(Send.campaign_id == setup.campaign.id)))
     assert statuses.count(SendStatus.SENT) == 1
     assert statuses.count(SendStatus.PENDING) == 3, "the sends not delivered are waiting for the resume"
+
+
+def test_an_unreachable_server_stops_the_run_and_loses_nothing(
+    db: Database, session: Session, settings: Settings, sink: SmtpSink
+) -> None:
+    import socket
+
+    setup = sending_setup(session, eligible=5)
+    campaigns.send_campaign(session, campaign_id=setup.campaign.id)
+    session.commit()
+    sending.prepare(db, setup.campaign.id)
+    with socket.socket() as placeholder:  # a port nobody listens on
+        placeholder.bind(("127.0.0.1", 0))
+        dead = SmtpSettings(host="127.0.0.1", port=placeholder.getsockname()[1], timeout=2)
+    with pytest.raises(sending.SmtpUnavailable):
+        sending.run(db, setup.campaign.id, settings, smtp=dead, connections=2)
+    session.expire_all()
+    rows = session.scalars(select(Send).where(Send.campaign_id == setup.campaign.id, Send.reason.is_(None))).all()
+    assert {row.status for row in rows} == {SendStatus.PENDING}, "every eligible send is waiting for the next run"
+    assert all(row.claimed_by is None and row.attempts <= 1 for row in rows)
+    assert sink.received == 0
+    again = sending.run(db, setup.campaign.id, settings, smtp=_smtp(sink), connections=2)
+    assert (again.sent, again.stopped) == (5, "done")
+    assert sink.received == 5
