@@ -335,3 +335,28 @@ def test_an_unreachable_server_stops_the_run_and_loses_nothing(
     again = sending.run(db, setup.campaign.id, settings, smtp=_smtp(sink), connections=2)
     assert (again.sent, again.stopped) == (5, "done")
     assert sink.received == 5
+
+
+def test_a_cancel_during_sending_leaves_nothing_pending(db: Database, session: Session, settings: Settings) -> None:
+    from zgoda.core.tenancy import Actor, bind_scope
+
+    setup = sending_setup(session, eligible=4)
+    campaigns.send_campaign(session, campaign_id=setup.campaign.id)
+    session.commit()
+    sending.prepare(db, setup.campaign.id)
+    with SmtpSink(None, discard=True) as sink:
+
+        def cancel_once(sent: int) -> None:
+            with db.transaction() as other:
+                bind_scope(other, workspace_id=setup.workspace.id, actor=Actor.system("test"))
+                if campaigns.get_campaign(other, campaign_id=setup.campaign.id).status == CampaignStatus.SENDING:
+                    campaigns.cancel_campaign(other, campaign_id=setup.campaign.id)
+
+        first = sending.run(db, setup.campaign.id, settings, smtp=_smtp(sink), connections=1, on_sent=cancel_once)
+        assert first.stopped == CampaignStatus.CANCELLED
+        assert first.sent == sink.received == 1
+    session.expire_all()
+    statuses = sorted(session.scalars(select(Send.status).where(Send.campaign_id == setup.campaign.id)))
+    assert statuses.count(SendStatus.SENT) == 1
+    assert SendStatus.PENDING not in statuses and SendStatus.SENDING not in statuses
+    assert statuses.count(SendStatus.CANCELLED) == 3

@@ -1151,13 +1151,22 @@ def _mark_sent(session: Session, messages: list[OutgoingMessage], worker: str, n
 
 
 def _give_back(database: Database, send_ids: list[int], worker: str, workspace_id: int) -> None:
-    """Claimed sends this run never tried (it stopped): pending again, the claim's attempt not counted."""
+    """Claimed sends this run never sent (it stopped): pending again, the claim's attempt not counted.
+
+    In a campaign cancelled meanwhile they become ``cancelled``, like every pending send at the cancel.
+    """
     with database.transaction() as session:
         bind_scope(session, workspace_id=workspace_id, actor=Actor.system("sending"))
+        campaign_status = session.scalar(
+            select(Campaign.status).join(Send, Send.campaign_id == Campaign.id).where(Send.id == send_ids[0])
+        )
+        values: dict[str, Any] = {"status": SendStatus.PENDING, "attempts": Send.attempts - 1}
+        if campaign_status == CampaignStatus.CANCELLED:
+            values = {"status": SendStatus.CANCELLED, "decided_at": utcnow()}
         session.execute(
             update(Send)
             .where(Send.id.in_(send_ids), Send.claimed_by == worker, Send.status == SendStatus.SENDING)
-            .values(status=SendStatus.PENDING, claimed_by=None, claimed_until=None, attempts=Send.attempts - 1),
+            .values(**values, claimed_by=None, claimed_until=None),
             execution_options={"synchronize_session": False},
         )
 
