@@ -9,6 +9,7 @@ using one twice is harmless because withdrawing twice changes nothing.
 from __future__ import annotations
 
 import base64
+import functools
 import secrets
 from dataclasses import dataclass
 
@@ -35,7 +36,9 @@ def new_send_ref() -> str:
     return base64.b32encode(secrets.token_bytes(16)).decode().rstrip("=").lower()
 
 
+@functools.lru_cache(maxsize=8)
 def _serializer(secret: bytes) -> URLSafeSerializer:
+    """One serializer per secret: building it derives the signing key, which a campaign needs once."""
     return URLSafeSerializer(secret, salt=UNSUBSCRIBE_SALT)
 
 

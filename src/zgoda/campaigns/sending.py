@@ -1058,14 +1058,17 @@ class _SentRows:
         dialect = database.engine.dialect
         mark = "?" if dialect.paramstyle == "qmark" else "%s"
         table = Send.__table__.name  # type: ignore[attr-defined]
+        campaigns = Campaign.__table__.name  # type: ignore[attr-defined]
+        sending = CampaignStatus.SENDING.value
+        self.status_sql = f"SELECT status FROM {campaigns} WHERE id = {mark}"
         self.sql = (
             f"UPDATE {table} SET status = {mark}, ref = {mark}, consent_event_id = {mark}, sent_at = {mark}, "
             f"decided_at = {mark}, claimed_by = NULL, claimed_until = NULL "
-            f"WHERE id = {mark} AND workspace_id = {mark} AND claimed_by = {mark} AND status = {mark}"
+            f"WHERE id = {mark} AND workspace_id = {mark} AND claimed_by = {mark} AND status = {mark} "
+            f"AND EXISTS (SELECT 1 FROM {campaigns} WHERE id = {campaign_id:d} AND status = '{sending}')"
         )
         self.owned_sql = f"SELECT id FROM {table} WHERE ref = {mark} AND claimed_by IS NULL"
-        campaigns = Campaign.__table__.name  # type: ignore[attr-defined]
-        self.status_sql = f"SELECT status FROM {campaigns} WHERE id = {mark}"
+
         processor = Send.__table__.c.sent_at.type.bind_processor(dialect)
         self.to_database: Callable[[datetime], Any] = processor or (lambda value: value)
         self._connection: Connection | None = None
@@ -1097,12 +1100,12 @@ class _SentRows:
             connection = self._connection
             transaction = connection.begin()
         with transaction:
-            status = connection.exec_driver_sql(self.status_sql, (self.campaign_id,)).scalar()
-            if status != CampaignStatus.SENDING.value:
-                return None
             matched = connection.exec_driver_sql(self.sql, rows).rowcount
             if matched == len(rows) and connection.dialect.supports_sane_multi_rowcount:
                 return {m.send_id for m in messages}
+            status = connection.exec_driver_sql(self.status_sql, (self.campaign_id,)).scalar()
+            if status != CampaignStatus.SENDING.value:
+                return None  # paused or cancelled: nothing was marked sent
             # some rows were taken over by another worker: ours are those now carrying our refs
             owned: set[int] = set()
             for message in messages:
