@@ -28,7 +28,21 @@ from operator import itemgetter, methodcaller
 from pathlib import Path
 from typing import Any, ClassVar
 
-from sqlalchemy import Boolean, DateTime, Engine, Integer, String, Table, func, literal, select, text, type_coerce
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    Engine,
+    Integer,
+    String,
+    Table,
+    func,
+    literal,
+    literal_column,
+    select,
+    text,
+    type_coerce,
+)
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from zgoda.core.clock import isoformat_z
@@ -329,14 +343,17 @@ class _SegmentResult:
 
 
 class _Verifier:
-    """Checks a model's chains column by column, a few thousand entries at a time.
+    """Checks a model's chains a few thousand entries at a time.
 
-    Entries are read with the driver's own cursor (no ORM or Row objects) and each payload column is
-    turned into canonical JSON fragments with one list comprehension, so the per-entry work left in
-    Python is one string format and one SHA-256. The fragments are those ``canonical_json`` writes;
-    anything unusual (a ``None``, a year before 1000, a type the fast paths do not know) goes through
-    ``canonical_json`` itself. When a batch does not check out, :meth:`find_problem` walks that chain
-    entry by entry to name the first entry that is wrong and why.
+    Entries are read with the driver's own cursor (no ORM or Row objects). Where the database can write
+    the text an entry's hash covers (:func:`_entry_text_sql`), each row brings that one text, and Python
+    hashes it; a chain that does not check out that way is checked again the plain way (below), which
+    then alone decides. The plain way reads the payload columns and turns each into canonical JSON
+    fragments with one list comprehension, so the per-entry work left in Python is one string format
+    and one SHA-256. The fragments are those ``canonical_json`` writes; anything unusual (a ``None``, a
+    year before 1000, a type the fast paths do not know) goes through ``canonical_json`` itself. When a
+    batch does not check out, :meth:`find_problem` walks that chain entry by entry to name the first
+    entry that is wrong and why.
     """
 
     def __init__(self, session: Session, model: type[ChainedEntry]) -> None:
@@ -365,10 +382,35 @@ class _Verifier:
                 self.encoders.append(partial(_json_sqlite_bools, process))
             else:
                 self.encoders.append(partial(_json_processed, process, encode))
+        self._entry_text: str | bool | None = False  # not decided yet
 
-    def _sql(self, *extra: Any, where: Any = None, since_seq: int | None = None, until_seq: int | None = None) -> str:
+    def entry_text(self) -> str | None:
+        """SQL for the text each entry's hash covers, written by the database; ``None``: read the columns."""
+        if self._entry_text is False:
+            sql = _entry_text_sql(self.dialect, self.table, self.names, self.template)
+            if sql is not None and not _database_quotes_like_json(self.session.connection()):
+                sql = None
+            self._entry_text = sql
+        assert self._entry_text is not True
+        return self._entry_text
+
+    def _sql(
+        self,
+        *extra: Any,
+        where: Any = None,
+        since_seq: int | None = None,
+        until_seq: int | None = None,
+        entry_text: str | None = None,
+    ) -> str:
+        """The query reading entries in order: (extra..., prev_hash, hash, payload...), or with ``entry_text``
+        (prev_hash, hash, seq, [chain key,] text)."""
         table = self.table
-        statement = select(*extra, table.c.prev_hash, table.c.hash, *self.columns)
+        if entry_text is None:
+            statement = select(*extra, table.c.prev_hash, table.c.hash, *self.columns)
+        else:
+            key = [table.c[self.model.chain_key_field]] if self.model.chain_key_field else []
+            text_column: Any = literal_column(entry_text).label("entry_text")
+            statement = select(*extra, table.c.prev_hash, table.c.hash, table.c.seq, *key, text_column)
         if where is not None:
             statement = statement.where(where)
         if since_seq is not None:
@@ -393,19 +435,44 @@ class _Verifier:
         """Batches of raw rows from the driver (a server-side cursor on PostgreSQL)."""
         return _fetch(self.session.connection().connection, self.dialect.name, sql)
 
-    def runs(self, where: Any) -> Iterator[tuple[Any, list[Sequence[Any]]]]:
-        """(chain key, raw columns: prev_hash, hash, payload...) for consecutive entries of one chain."""
-        sql = self._sql(where=where)
+    def runs(self, where: Any, entry_text: str | None = None) -> Iterator[tuple[Any, list[Sequence[Any]]]]:
+        """(chain key, raw columns) for consecutive entries of one chain: prev_hash, hash, payload...; or with
+        ``entry_text``, prev_hash, hash, seq, [chain key,] text."""
+        sql = self._sql(where=where, entry_text=entry_text)
         key_at = self.key_at
         for batch in self._rows(sql):
             if key_at is None:
                 yield None, _transposed(batch)
                 continue
-            for key, group in groupby(batch, key=itemgetter(2 + key_at)):
+            for key, group in groupby(batch, key=itemgetter(3 if entry_text else 2 + key_at)):
                 yield key, _transposed(list(group))
 
     def walk(self, where: Any) -> list[ChainReport]:
-        """Verify the chains ``where`` selects in this process, reading through the session."""
+        """Verify the chains ``where`` selects in this process, reading through the session.
+
+        With the database's entry texts when it can write them; a chain that does not check out that way
+        is walked again the plain way, whose report (its first bad entry, or none) is the one kept.
+        """
+        entry_text = self.entry_text()
+        if entry_text is None:
+            return self.walk_plainly(where)
+        reports: list[ChainReport] = []
+        report: ChainReport | None = None
+        settled = False  # this chain's report came from the plain walk
+        for key, columns in self.runs(where, entry_text):
+            if report is None or report.chain_key != key:
+                report = ChainReport(chain=self.model.chain_name, chain_key=key)
+                reports.append(report)
+                settled = False
+            if not settled and not self.check_texts(report, columns):
+                walked = self.walk_plainly(self.chain_filter(key))
+                if walked:
+                    reports[-1] = report = walked[0]
+                settled = True
+        return reports
+
+    def walk_plainly(self, where: Any) -> list[ChainReport]:
+        """:meth:`walk` from the payload columns, encoded here."""
         reports: list[ChainReport] = []
         report: ChainReport | None = None
         for key, columns in self.runs(where):
@@ -415,6 +482,14 @@ class _Verifier:
             if report.problem is None and not self.check_run(report, columns):
                 self.find_problem(report)
         return reports
+
+    def check_texts(self, report: ChainReport, columns: list[Sequence[Any]]) -> bool:
+        """:meth:`check_run` for columns with the database's entry texts."""
+        if not _texts_hold(columns, report.entries + 1, report.head_hash):
+            return False
+        report.entries += len(columns[1])
+        report.head_hash = columns[1][-1]
+        return True
 
     def check_run(self, report: ChainReport, columns: list[Sequence[Any]]) -> bool:
         """Fold a run of entries into ``report``; ``False`` (and ``report`` untouched) if one is wrong."""
@@ -488,7 +563,7 @@ class _Verifier:
         for key, entries, last_seq in sizes:
             report = ChainReport(chain=self.model.chain_name, chain_key=key)
             if not _stitch(report, by_chain.get(key, []), entries, last_seq):
-                walked = self.walk(self.chain_filter(key))
+                walked = self.walk_plainly(self.chain_filter(key))
                 report = walked[0] if walked else report
             reports.append(report)
         return reports
@@ -515,6 +590,7 @@ class _Verifier:
         share = -(-total // workers)
         parts: list[list[_Segment]] = [[] for _ in range(workers)]
         offset = 0  # entries of earlier chains
+        entry_text = self.entry_text()
         for key, _, last in sizes:
             where = self.chain_filter(key)
             start = 1
@@ -523,7 +599,8 @@ class _Verifier:
                 end = min(last, (part + 1) * share - offset) if part < workers - 1 else last
                 lo = None if start == 1 else start
                 hi = None if end == last else end
-                parts[part].append(_Segment(key, lo, hi, self._sql(where=where, since_seq=lo, until_seq=hi)))
+                sql = self._sql(where=where, since_seq=lo, until_seq=hi, entry_text=entry_text)
+                parts[part].append(_Segment(key, lo, hi, sql))
                 start = end + 1
             offset += last
         return [part for part in parts if part]
@@ -543,6 +620,23 @@ def _links_hold(verifier: _Verifier | _Job, columns: list[Sequence[Any]], first:
 
 
 _HEXDIGEST = methodcaller("hexdigest")
+
+
+def _texts_hold(columns: list[Sequence[Any]], first: int, head: str) -> bool:
+    """:func:`_links_hold` for raw columns prev_hash, hash, seq, [chain key,] text (the database's entry texts).
+
+    ``True`` only if every entry has a text (the database wrote none as NULL) and each text's SHA-256 is
+    its entry's hash.
+    """
+    prevs, hashes, seqs, texts = columns[0], columns[1], columns[2], columns[-1]
+    count = len(hashes)
+    if list(seqs) != list(range(first, first + count)):
+        return False
+    if prevs[0] != head or prevs[1:] != hashes[:-1]:
+        return False
+    if None in texts:
+        return False
+    return list(map(_HEXDIGEST, map(hashlib.sha256, map(str.encode, texts)))) == list(hashes)
 
 
 def _stitch(report: ChainReport, results: list[_SegmentResult], entries: int, last_seq: int) -> bool:
@@ -611,6 +705,7 @@ class _Job:
         self.template = verifier.template
         self.encoders = verifier.encoders
         self.seq_at = verifier.seq_at
+        self.entry_texts = verifier.entry_text() is not None  # the segments' SQL reads them
 
     def connect(self) -> Any:
         view = self.view
@@ -633,7 +728,7 @@ class _Job:
         for batch in _fetch(connection, self.view["dialect"], segment.sql):
             columns = _transposed(batch)
             head = expected_prev if expected_prev is not None else columns[0][0]
-            if not _links_hold(self, columns, first, head):
+            if not (_texts_hold(columns, first, head) if self.entry_texts else _links_hold(self, columns, first, head)):
                 return _SegmentResult(ok=False)
             if result is None:
                 result = _SegmentResult(True, 0, first, head, 0, "")
@@ -682,6 +777,150 @@ def _problem(entries: int, head: str, seq: int, entry_id: int, prev_hash: str) -
             reason=f"entry #{seq} does not follow the entry before it: an earlier entry was changed, removed or reordered",  # noqa: E501
         )
     return ChainProblem(seq=seq, entry_id=entry_id, reason=f"entry #{seq} was altered after it was written")
+
+
+# -- the text an entry's hash covers, written by the database --------------------------------------------
+#
+# Verifying hashes "<prev_hash>\n<canonical JSON of the payload>" for every entry. Reading sixteen payload
+# columns into Python objects and encoding them there costs several times the hashing itself, so the
+# SELECT asks the database to write that text, and each row brings one text instead. The database writes
+# exactly the text the plain path (the encoders below) makes of the same stored values, or NULL: a value
+# of another type or shape (an unexpected type in one of SQLite's dynamic columns, a timestamp not in
+# SQLAlchemy's stored form or outside years 1000-9999) makes the text NULL, and a batch with a NULL text
+# does not check out. A chain that does not check out is verified again the plain way, which alone
+# decides (and names the first bad entry). ``tests/core/test_chain_fast_paths.py`` compares the two on
+# arbitrary stored values, on both databases. Strings are quoted by the database's JSON quoting
+# (SQLite's ``json_object``, PostgreSQL's ``to_json``), which :func:`_database_quotes_like_json` checks
+# against Python's on every character below 0x80 and some beyond before any of this is used.
+
+# _SQLITE_DATETIME as a GLOB pattern ("." is no wildcard there)
+_SQLITE_DATETIME_GLOB = (
+    "[1-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9] [0-9][0-9]:[0-9][0-9]:[0-9][0-9].[0-9][0-9][0-9][0-9][0-9][0-9]"
+)
+
+
+def _column_kind(column: Any) -> str | None:
+    column_type = column.type
+    if isinstance(column_type, UTCDateTime):
+        return "time"
+    if isinstance(column_type, Boolean):
+        return "bool"
+    if isinstance(column_type, Integer):
+        return "int"
+    if isinstance(column_type, String):
+        return "str"
+    return None
+
+
+def _entry_text_sql(dialect: Any, table: Table, names: Sequence[str], template: str) -> str | None:
+    """A SQL expression for ``template % (prev_hash, *fragments)`` of a row, or a declined text.
+
+    ``template`` is ``"%s\n{...}"`` (:class:`_Verifier`), one ``%s`` per key of ``names`` after the
+    previous hash. ``None`` when this database or a column type has no such expression.
+    """
+    if dialect.name not in ("sqlite", "postgresql") or template.count("%") != len(names) + 1:
+        return None
+    quote = dialect.identifier_preparer.quote
+    kinds = [_column_kind(table.c[name]) for name in names]
+    if None in kinds:
+        return None
+    prev_hash = quote("prev_hash")
+    if dialect.name == "sqlite":  # json_object() writes canonical JSON when given the keys sorted
+        guards = [_sqlite_guard(quote(name), str(kind)) for name, kind in zip(names, kinds, strict=True)]
+        members = [
+            f"{_quote_literal(name)}, {_sqlite_member(quote(name), str(kind))}"
+            for name, kind in zip(names, kinds, strict=True)
+        ]
+        if list(names) != sorted(names):
+            return None
+        text = f"{prev_hash} || {_quote_literal(chr(10))} || json_object({', '.join(members)})"
+        return f"CASE WHEN {' AND '.join(guards)} THEN {text} END"
+    guards = []
+    fragments = []
+    for name, kind in zip(names, kinds, strict=True):
+        guard, fragment = _postgresql_fragment(quote(name), str(kind))
+        if guard:
+            guards.append(guard)
+        fragments.append(fragment)
+    literals = [_quote_literal(piece) for piece in template.split("%s")]
+    pieces = [prev_hash] + [part for pair in zip(literals[1:], [*fragments, ""], strict=True) for part in pair]
+    text = f"concat({', '.join(piece for piece in pieces if piece)})"  # not format(): SQLAlchemy doubles a %
+    if "%" in text:
+        return None
+    return f"CASE WHEN {' AND '.join(guards)} THEN {text} END" if guards else text
+
+
+def _sqlite_guard(column: str, kind: str) -> str:
+    """When a column's value in SQLite gives, in ``json_object``, the plain path's fragment.
+
+    SQLite keeps any type in any column: strings must be text (or NULL), integers integers, booleans
+    the integers 0 and 1, timestamps texts of exactly SQLAlchemy's stored form (its 26 bytes, so no text
+    with a NUL after them passes), which the plain path copies in the same way (``_json_sqlite_*``).
+    """
+    if kind == "str":
+        return f"typeof({column}) IN ('text', 'null')"
+    if kind == "int":
+        return f"typeof({column}) IN ('integer', 'null')"
+    if kind == "bool":
+        return f"({column} IS NULL OR (typeof({column}) = 'integer' AND {column} IN (0, 1)))"
+    return (
+        f"({column} IS NULL OR (typeof({column}) = 'text' AND length(CAST({column} AS BLOB)) = 26"
+        f" AND {column} GLOB '{_SQLITE_DATETIME_GLOB}'))"
+    )
+
+
+def _sqlite_member(column: str, kind: str) -> str:
+    """A column's value as ``json_object`` takes it (once its guard holds)."""
+    if kind == "bool":
+        return f"CASE {column} WHEN 1 THEN json('true') WHEN 0 THEN json('false') END"
+    if kind == "time":
+        return f"replace({column}, ' ', 'T') || 'Z'"
+    return column
+
+
+def _postgresql_fragment(column: str, kind: str) -> tuple[str, str]:
+    """(condition for the whole text, fragment) of a column in PostgreSQL, whose columns hold their type.
+
+    Timestamps (``timestamp without time zone``, naive UTC) outside years 1000-9999 (and infinities) go
+    the plain way; ``to_char`` writes the others digit for digit as ``datetime.isoformat`` does.
+    """
+    if kind == "str":
+        return "", f"coalesce(pg_catalog.to_json({column})::text, 'null')"
+    if kind == "int":
+        return "", f"coalesce({column}::text, 'null')"
+    if kind == "bool":
+        return "", f"CASE WHEN {column} THEN 'true' WHEN NOT {column} THEN 'false' ELSE 'null' END"
+    return (
+        f"({column} IS NULL OR ({column} >= '1000-01-01' AND {column} < '10000-01-01'))",
+        f"""coalesce('"' || to_char({column}, 'YYYY-MM-DD"T"HH24:MI:SS.US') || 'Z"', 'null')""",
+    )
+
+
+# Every character below 0x80 (NUL only where the database can hold it), and some beyond: what JSON
+# escapes, what it may or may not, and characters outside the BMP.
+_QUOTING_PROBE = "".join(map(chr, range(1, 0x80))) + "\u00e9\u0105\u017c\u20ac\u2028\u2029\ufeff\U0001f600"
+_QUOTING_AGREES: dict[tuple[str, Any], bool] = {}
+
+
+def _database_quotes_like_json(connection: Any) -> bool:
+    """Whether the database writes JSON as ``canonical_json`` does, strings above all (asked once per server)."""
+    dialect = connection.dialect
+    known = (dialect.name, dialect.server_version_info)
+    if known not in _QUOTING_AGREES:
+        if dialect.name == "sqlite":
+            probe = "\x00" + _QUOTING_PROBE
+            sql = "SELECT json_object('k', ?, 'i', -5, 'n', NULL, 't', json('true'), 'f', json('false'))"
+            try:
+                written = connection.exec_driver_sql(sql, (probe,)).scalar()
+            except DBAPIError:  # built without JSON functions
+                written = None
+            expected = '{"k":' + encode_basestring(probe) + ',"i":-5,"n":null,"t":true,"f":false}'
+        else:
+            probe = _QUOTING_PROBE
+            written = connection.exec_driver_sql("SELECT pg_catalog.to_json(%s::text)::text", (probe,)).scalar()
+            expected = encode_basestring(probe)
+        _QUOTING_AGREES[known] = written == expected
+    return _QUOTING_AGREES[known]
 
 
 def _json_any(values: Sequence[Any]) -> list[str]:
