@@ -360,3 +360,30 @@ def test_a_cancel_during_sending_leaves_nothing_pending(db: Database, session: S
     assert statuses.count(SendStatus.SENT) == 1
     assert SendStatus.PENDING not in statuses and SendStatus.SENDING not in statuses
     assert statuses.count(SendStatus.CANCELLED) == 3
+
+
+def test_a_scheduled_campaign_that_could_not_start_is_started_by_resume(
+    db: Database, session: Session, settings: Settings, sink: SmtpSink
+) -> None:
+    from datetime import timedelta
+
+    from tests.support.sending import CONTROLLER
+    from zgoda.accounts import service as accounts
+    from zgoda.core.clock import utcnow
+
+    setup = sending_setup(session, eligible=2, controller=False)
+    setup.campaign.status = CampaignStatus.SCHEDULED  # its time has come (scheduling in the past is refused)
+    setup.campaign.scheduled_at = utcnow() - timedelta(minutes=1)
+    session.flush()
+    assert campaigns.start_due_campaigns(session) == []
+    assert setup.campaign.status == CampaignStatus.PAUSED  # no sender identity: it could not start
+    assert "html" not in (setup.campaign.content or {})
+    accounts.update_workspace_settings(session, workspace=setup.workspace, controller=CONTROLLER)
+    campaigns.resume_campaign(session, campaign_id=setup.campaign.id)
+    assert setup.campaign.status == CampaignStatus.SENDING
+    assert "Nowa karta zimowa" in setup.campaign.content["html"]  # the template frozen now
+    session.commit()
+    sending.prepare(db, setup.campaign.id)
+    outcome = sending.run(db, setup.campaign.id, settings, smtp=_smtp(sink), connections=1)
+    assert (outcome.sent, outcome.stopped) == (2, "done")
+    assert sink.received == 2

@@ -288,6 +288,18 @@ def check_sendable(session: Session, campaign: Campaign, *, fields: Sequence[str
     ``fields`` are the workspace's merge fields when the caller already has them (finding them scans
     every contact's attributes).
     """
+    _check_workspace_may_send(session, campaign)
+    template = get_template(session, template_id=campaign.template_id)
+    try:
+        return _compile(session, subject=template.subject, html=template.html, text_part=template.text, fields=fields)
+    except InvalidInput as error:
+        raise InvalidInput(
+            f"The template '{template.name}' cannot be sent: {error.detail}", field=f"template.{error.field}"
+        ) from error
+
+
+def _check_workspace_may_send(session: Session, campaign: Campaign) -> None:
+    """The sender's identity is set and the platform has not suspended the workspace's sending."""
     workspace = session.get(Workspace, campaign.workspace_id)
     assert workspace is not None
     legal_name, address = sender_identity(workspace)
@@ -302,13 +314,6 @@ def check_sendable(session: Session, campaign: Campaign, *, fields: Sequence[str
             f"This workspace may not send: {workspace.sending_suspended_reason or 'suspended by the platform'}.",
             field="workspace",
         )
-    template = get_template(session, template_id=campaign.template_id)
-    try:
-        return _compile(session, subject=template.subject, html=template.html, text_part=template.text, fields=fields)
-    except InvalidInput as error:
-        raise InvalidInput(
-            f"The template '{template.name}' cannot be sent: {error.detail}", field=f"template.{error.field}"
-        ) from error
 
 
 @dataclass
@@ -434,7 +439,23 @@ def resume_campaign(session: Session, *, campaign_id: int) -> Campaign:
     campaign = get_campaign(session, campaign_id=campaign_id)
     if campaign.status != CampaignStatus.PAUSED:
         raise Conflict(f"Only a paused campaign can be resumed (this one is {campaign.status}).", field="status")
-    check_sendable(session, campaign)
+    content = campaign.content or {}
+    if "html" not in content:  # its scheduled start failed: it never froze a template, so start it now
+        start_campaign(session, campaign)
+        return campaign
+    # what will be sent is the copy frozen at the start, not the template as it is now
+    _check_workspace_may_send(session, campaign)
+    try:
+        compile_template(
+            subject=str(content.get("subject", "")),
+            html=str(content["html"]),
+            text=content.get("text"),
+            allowed_fields=content.get("merge_fields") or merge_fields(session),
+        )
+    except InvalidInput as error:
+        raise InvalidInput(
+            f"The campaign's copy of its template cannot be sent: {error.detail}", field=f"template.{error.field}"
+        ) from error
     campaign.status = CampaignStatus.SENDING
     campaign.updated_at = utcnow()
     audit.record(session, action="campaign.resume", object_type="campaign", object_id=campaign.id, summary={})
