@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tests.support.consent import record
-from tests.support.sending import sending_setup
+from tests.support.sending import SendingSetup, sending_setup
 from zgoda.campaigns import domains, sending
 from zgoda.campaigns import service as campaigns
 from zgoda.campaigns.models import CampaignStatus, Send, SendStatus
@@ -46,6 +46,15 @@ def _messages(sink: SmtpSink, maildir: Path) -> list[email.message.EmailMessage]
     for path in sorted((maildir / "new").iterdir()):
         found.append(email.message_from_bytes(path.read_bytes(), policy=email.policy.default))
     return found  # type: ignore[return-value]
+
+
+def _started(db: Database, session: Session, *, eligible: int) -> SendingSetup:
+    """A sending setup whose campaign is started and prepared (its send rows exist), committed."""
+    setup = sending_setup(session, eligible=eligible)
+    campaigns.send_campaign(session, campaign_id=setup.campaign.id)
+    session.commit()
+    sending.prepare(db, setup.campaign.id)
+    return setup
 
 
 def _send(db: Database, session: Session, settings: Settings, sink: SmtpSink, campaign_id: int) -> sending.RunOutcome:
@@ -289,10 +298,7 @@ def test_nothing_goes_out_once_the_campaign_is_paused(db: Database, session: Ses
     """The group commit reads the campaign's state: after a pause no row is marked sent, no final dot written."""
     from zgoda.core.tenancy import Actor, bind_scope
 
-    setup = sending_setup(session, eligible=4)
-    campaigns.send_campaign(session, campaign_id=setup.campaign.id)
-    session.commit()
-    sending.prepare(db, setup.campaign.id)
+    setup = _started(db, session, eligible=4)
     with SmtpSink(None, discard=True) as sink:
         held = {"paused": False}
 
@@ -318,10 +324,7 @@ def test_an_unreachable_server_stops_the_run_and_loses_nothing(
 ) -> None:
     import socket
 
-    setup = sending_setup(session, eligible=5)
-    campaigns.send_campaign(session, campaign_id=setup.campaign.id)
-    session.commit()
-    sending.prepare(db, setup.campaign.id)
+    setup = _started(db, session, eligible=5)
     with socket.socket() as placeholder:  # a port nobody listens on
         placeholder.bind(("127.0.0.1", 0))
         dead = SmtpSettings(host="127.0.0.1", port=placeholder.getsockname()[1], timeout=2)
@@ -340,10 +343,7 @@ def test_an_unreachable_server_stops_the_run_and_loses_nothing(
 def test_a_cancel_during_sending_leaves_nothing_pending(db: Database, session: Session, settings: Settings) -> None:
     from zgoda.core.tenancy import Actor, bind_scope
 
-    setup = sending_setup(session, eligible=4)
-    campaigns.send_campaign(session, campaign_id=setup.campaign.id)
-    session.commit()
-    sending.prepare(db, setup.campaign.id)
+    setup = _started(db, session, eligible=4)
     with SmtpSink(None, discard=True) as sink:
 
         def cancel_once(sent: int) -> None:
