@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from tests.support.consent import record
@@ -328,12 +328,13 @@ def test_an_unreachable_server_stops_the_run_and_loses_nothing(
     with socket.socket() as placeholder:  # a port nobody listens on
         placeholder.bind(("127.0.0.1", 0))
         dead = SmtpSettings(host="127.0.0.1", port=placeholder.getsockname()[1], timeout=2)
-    with pytest.raises(sending.SmtpUnavailable):
-        sending.run(db, setup.campaign.id, settings, smtp=dead, connections=2)
+    for _ in range(sending.MAX_ATTEMPTS + 1):  # an outage longer than the attempts allowed
+        with pytest.raises(sending.SmtpUnavailable):
+            sending.run(db, setup.campaign.id, settings, smtp=dead, connections=2)
     session.expire_all()
     rows = session.scalars(select(Send).where(Send.campaign_id == setup.campaign.id, Send.reason.is_(None))).all()
     assert {row.status for row in rows} == {SendStatus.PENDING}, "every eligible send is waiting for the next run"
-    assert all(row.claimed_by is None and row.attempts <= 1 for row in rows)
+    assert all(row.claimed_by is None and row.attempts == 0 for row in rows), "never reaching a server is no attempt"
     assert sink.received == 0
     again = sending.run(db, setup.campaign.id, settings, smtp=_smtp(sink), connections=2)
     assert (again.sent, again.stopped) == (5, "done")
@@ -387,3 +388,50 @@ def test_a_scheduled_campaign_that_could_not_start_is_started_by_resume(
     outcome = sending.run(db, setup.campaign.id, settings, smtp=_smtp(sink), connections=1)
     assert (outcome.sent, outcome.stopped) == (2, "done")
     assert sink.received == 2
+
+
+def test_sends_a_dead_worker_held_in_a_cancelled_campaign_are_cancelled(db: Database, session: Session) -> None:
+    from datetime import timedelta
+
+    from zgoda.core.clock import utcnow
+
+    setup = _started(db, session, eligible=3)
+    with db.transaction() as other:  # a worker claims two sends, then dies
+        from zgoda.core.tenancy import Actor, bind_scope
+
+        bind_scope(other, workspace_id=setup.workspace.id, actor=Actor.system("test"))
+        claimed = sending.claim(other, setup.campaign.id, worker="dead", size=2, lease=0.01)
+    assert len(claimed) == 2
+    campaigns.cancel_campaign(session, campaign_id=setup.campaign.id)
+    session.execute(  # the dead worker's leases run out
+        update(Send).where(Send.campaign_id == setup.campaign.id).values(claimed_until=utcnow() - timedelta(seconds=1))
+    )
+    assert campaigns.sweep_cancelled_sends(session) == 2
+    session.expire_all()
+    statuses = set(session.scalars(select(Send.status).where(Send.campaign_id == setup.campaign.id)))
+    assert SendStatus.SENDING not in statuses and SendStatus.PENDING not in statuses
+    assert SendStatus.CANCELLED in statuses
+
+
+def test_a_slow_rate_never_lets_a_queued_send_be_taken_twice(
+    db: Database, session: Session, settings: Settings, sink: SmtpSink
+) -> None:
+    """Leases shorter than the time a send waits in the queue: the worker renews them, nobody re-takes them."""
+    from zgoda.campaigns.settings_service import update_sending_settings
+
+    setup = sending_setup(session, eligible=12)
+    update_sending_settings(session, workspace=setup.workspace, soft_opt_in=False, rate_per_second=20)
+    campaigns.send_campaign(session, campaign_id=setup.campaign.id)
+    session.commit()
+    sending.prepare(db, setup.campaign.id)
+    settings.send_batch_size = 4
+    settings.send_lease_seconds = 0.2  # the 12 sends take 0.6 s at 20 per second
+    settings.send_parallel_tasks = 1
+    outcome = sending.run(db, setup.campaign.id, settings, smtp=_smtp(sink), connections=2)
+    assert (outcome.sent, outcome.failed, outcome.retried, outcome.stopped) == (12, 0, 0, "done")
+    assert sink.received == 12
+    session.expire_all()
+    attempts = session.scalars(
+        select(Send.attempts).where(Send.campaign_id == setup.campaign.id, Send.status == SendStatus.SENT)
+    ).all()
+    assert sorted(attempts) == [1] * 12, "every send was claimed once"

@@ -344,11 +344,21 @@ class Claimed:
 
 
 def claim(session: Session, campaign_id: int, *, worker: str, size: int, lease: float) -> list[Claimed]:
-    """Take up to ``size`` sends that nobody holds (pending, or held by a worker whose lease ran out)."""
+    """Take up to ``size`` sends that nobody holds (pending, or held by another worker whose lease ran out).
+
+    This worker's own sends are renewed first (they may still be queued in its pipeline) and never
+    taken again by it: a send is only ever under way once.
+    """
     now = utcnow()
+    session.execute(
+        update(Send)
+        .where(Send.campaign_id == campaign_id, Send.status == SendStatus.SENDING, Send.claimed_by == worker)
+        .values(claimed_until=now + timedelta(seconds=lease)),
+        execution_options={"synchronize_session": False},
+    )
     free = or_(
         Send.status == SendStatus.PENDING,
-        and_(Send.status == SendStatus.SENDING, Send.claimed_until < now),
+        and_(Send.status == SendStatus.SENDING, Send.claimed_until < now, Send.claimed_by != worker),
     )
     candidates = (
         select(Send.id)
@@ -470,6 +480,7 @@ def run(
                     smtp=smtp or smtp_settings_from(settings),
                     queue_size=settings.send_batch_size,
                     rate=ctx.rate_per_second / max(1, settings.send_parallel_tasks) if ctx.rate_per_second else None,
+                    lease=settings.send_lease_seconds,
                     outcome=outcome,
                     on_sent=on_sent,
                     database_turn=database_turn,
@@ -645,6 +656,7 @@ class _Pipeline:
         smtp: SmtpSettings,
         queue_size: int,
         rate: float | None,
+        lease: float,
         outcome: RunOutcome,
         on_sent: Callable[[int], None] | None,
         database_turn: AbstractContextManager[Any],
@@ -672,6 +684,9 @@ class _Pipeline:
         self._failures_in_a_row = 0
         self._unsent: list[int] = []  # sends taken off a queue after a stop (or paused): given back at shutdown
         self._pacer = _Pacer(rate)
+        self._lease = lease
+        self._renew_every = lease / 3
+        self._renewed = time.monotonic()
         self._builders = [
             threading.Thread(target=self._build_loop, name=f"zgoda-build-{number}", daemon=True)
             for number in range(BUILD_THREADS)
@@ -698,10 +713,33 @@ class _Pipeline:
         return self._recipients.unfinished_tasks > 0
 
     def feed(self, recipients: Sequence[Recipient]) -> None:
-        """Queue recipients for the builder threads; blocks while the queue is full."""
+        """Queue recipients for the builder threads; blocks while the queue is full (renewing the leases)."""
         for recipient in recipients:
-            if not self._put(self._recipients, recipient):
+            while not self._stop.is_set():
+                try:
+                    self._recipients.put(recipient, timeout=0.2)
+                    break
+                except queue.Full:
+                    if time.monotonic() - self._renewed > self._renew_every:
+                        self._renew_leases()
+            else:
                 self._set_aside(recipient, done=False)
+
+    def _renew_leases(self) -> None:
+        """Extend the lease of every send this run holds: at a slow rate the queue holds them for long."""
+        self._renewed = time.monotonic()
+        with self.database_turn, self.database.transaction() as session:
+            bind_scope(session, workspace_id=self.ctx.workspace_id, actor=Actor.system("sending"))
+            session.execute(
+                update(Send)
+                .where(
+                    Send.campaign_id == self.ctx.campaign_id,
+                    Send.status == SendStatus.SENDING,
+                    Send.claimed_by == self.worker,
+                )
+                .values(claimed_until=utcnow() + timedelta(seconds=self._lease)),
+                execution_options={"synchronize_session": False},
+            )
 
     def wait_until_idle(self) -> None:
         """Wait until every recipient fed is finished (or the run is stopping)."""
@@ -838,10 +876,11 @@ class _Pipeline:
         except SmtpConnectionError as error:
             with outcome.lock:
                 outcome.retried += 1
-            retry = {
+            retry = {  # the server was never reached (or the connection broke): not an attempt
                 "status": SendStatus.PENDING,
                 "claimed_by": None,
                 "claimed_until": None,
+                "attempts": Send.attempts - 1,
                 "smtp_reply": str(error)[:500],
             }
             self.committer.update(message.send_id, retry, held=True)
@@ -872,6 +911,8 @@ class _Pipeline:
             reply: SmtpOutcome | None = connection.verdict()
         except SmtpOutcomeUnknown:
             reply = None  # recorded as sent: it may have been delivered, so it is never sent again
+        if reply is not None and reply.code < 0:
+            reply = None  # a garbled answer: it may have been delivered too
         with self.outcome.lock:
             self.outcome.sent += 1
             sent = self.outcome.sent
@@ -879,7 +920,8 @@ class _Pipeline:
             self._refused_at_the_dot(message, reply)
             return
         if self.on_sent is not None:
-            self.on_sent(sent)
+            with self.database_turn:  # a callback may use the database (the tests' one connection)
+                self.on_sent(sent)
 
     def _refused_at_the_dot(self, message: OutgoingMessage, reply: SmtpOutcome) -> None:
         """The server refused the message at its final dot: the row says so (it was not delivered)."""
@@ -986,35 +1028,36 @@ class _GroupCommit:
                 group = []
         if group:
             error: BaseException | None = None
-            owned: set[int] | None = set()
+            written = _Written(owned=frozenset(), campaign_stopped=False)
             try:
-                with self.database_turn:
-                    owned = self._write(group)
-            except BaseException as failure:  # noqa: BLE001 - handed to every thread of the group
-                error = failure
-            else:
-                for member in group:  # now, and only now, the final dots
-                    if (
-                        member.connection is not None
-                        and member.message is not None
-                        and member.message.send_id in (owned or ())
-                    ):
-                        member.connection.write_dot()
-            with self._ready:
-                for member in group:
-                    member.done, member.error = True, error
-                    member.owned = owned is not None and member.message is not None and member.message.send_id in owned
-                    member.campaign_stopped = owned is None and member.message is not None
-                self._writing = False
-                self._ready.notify_all()
+                try:
+                    with self.database_turn:
+                        written = self._write(group)
+                except BaseException as failure:  # noqa: BLE001 - handed to every thread of the group
+                    error = failure
+                else:
+                    for member in group:  # now, and only now, the final dots
+                        message, connection = member.message, member.connection
+                        if connection is not None and message is not None and message.ref in written.owned:
+                            connection.write_dot()
+            finally:  # whatever happened, the group is done and the next writer may go
+                with self._ready:
+                    for member in group:
+                        member.done, member.error = True, error
+                        if member.message is not None:
+                            member.owned = member.message.ref in written.owned
+                            member.campaign_stopped = written.campaign_stopped and not member.owned
+                    self._writing = False
+                    self._ready.notify_all()
         if entry.error is not None:
             raise RuntimeError(f"could not commit the sends: {entry.error}") from entry.error
         return entry
 
-    def _write(self, group: list[_Entry]) -> set[int] | None:
-        """Write a group: the send ids marked sent, or None when the campaign is no longer sending.
+    def _write(self, group: list[_Entry]) -> _Written:
+        """Write a group in one transaction: which messages were marked sent, and whether the campaign stopped.
 
-        A paused or cancelled campaign marks nothing sent, so no final dot is written after a pause.
+        Nothing is marked sent in a campaign that is no longer sending (paused or cancelled), so no final
+        dot is written after a pause; a send put back in the queue by a cancelled campaign is cancelled.
         """
         messages = [entry.message for entry in group if entry.message is not None]
         if len(messages) == len(group):  # only sent rows, the usual case: the short way
@@ -1022,32 +1065,43 @@ class _GroupCommit:
         now = utcnow()
         with self.database.transaction() as session:
             bind_scope(session, workspace_id=self.workspace_id, actor=Actor.system("sending"))
-            owned: set[int] | None = set()
+            written = _Written(owned=frozenset(), campaign_stopped=False)
             if messages:
-                status = session.scalar(select(Campaign.status).where(Campaign.id == self.campaign_id))
-                owned = _mark_sent(session, messages, self.worker, now) if status == CampaignStatus.SENDING else None
+                written = _mark_sent(session, messages, self.worker, self.campaign_id, now)
+            status = session.scalar(select(Campaign.status).where(Campaign.id == self.campaign_id))
             for entry in group:
                 if entry.values is None:
                     continue
                 statement = update(Send).where(Send.id == entry.send_id)
                 values = dict(entry.values)
+                if status == CampaignStatus.CANCELLED and values.get("status") == SendStatus.PENDING:
+                    values = {"status": SendStatus.CANCELLED, "claimed_by": None, "claimed_until": None}
+                    values["smtp_reply"] = entry.values.get("smtp_reply")
                 if entry.held:
                     statement = statement.where(Send.claimed_by == self.worker)
                     values["decided_at"] = now
                 session.execute(statement.values(**values), execution_options={"synchronize_session": False})
-        return owned
+        return written
 
     def close(self) -> None:
         self._sent_rows.close()
 
 
+@dataclass(frozen=True)
+class _Written:
+    """What a group commit did: the refs of the messages it marked sent; whether the campaign had stopped."""
+
+    owned: frozenset[str]
+    campaign_stopped: bool
+
+
 class _SentRows:
     """Marks rows sent through one connection kept for the run: the group commit's hot path.
 
-    The same UPDATE as ``_mark_sent`` (by id, still held by this worker, in its workspace), written
-    once as SQL for the driver: through a Session and a compiled statement it cost several times the
-    database's own work. On a database whose sessions share one connection (the tests' outer
-    transaction) it runs there, in a savepoint.
+    The same UPDATE as ``_mark_sent`` (by id, still held by this worker, in its workspace, while the
+    campaign is sending), written once as SQL for the driver: through a Session and a compiled
+    statement it cost several times the database's own work. On a database whose sessions share one
+    connection (the tests' outer transaction) it runs there, in a savepoint.
     """
 
     def __init__(self, database: Database, *, worker: str, workspace_id: int, campaign_id: int) -> None:
@@ -1067,14 +1121,12 @@ class _SentRows:
             f"WHERE id = {mark} AND workspace_id = {mark} AND claimed_by = {mark} AND status = {mark} "
             f"AND EXISTS (SELECT 1 FROM {campaigns} WHERE id = {campaign_id:d} AND status = '{sending}')"
         )
-        self.owned_sql = f"SELECT id FROM {table} WHERE ref = {mark} AND claimed_by IS NULL"
-
+        self.owned_sql = f"SELECT ref FROM {table} WHERE ref = {mark}"
         processor = Send.__table__.c.sent_at.type.bind_processor(dialect)
         self.to_database: Callable[[datetime], Any] = processor or (lambda value: value)
         self._connection: Connection | None = None
 
-    def write(self, messages: list[OutgoingMessage]) -> set[int] | None:
-        """The send ids marked sent (those still held), or None if the campaign is no longer sending."""
+    def write(self, messages: list[OutgoingMessage]) -> _Written:
         now = self.to_database(utcnow())
         rows = [
             (
@@ -1102,15 +1154,14 @@ class _SentRows:
         with transaction:
             matched = connection.exec_driver_sql(self.sql, rows).rowcount
             if matched == len(rows) and connection.dialect.supports_sane_multi_rowcount:
-                return {m.send_id for m in messages}
-            status = connection.exec_driver_sql(self.status_sql, (self.campaign_id,)).scalar()
-            if status != CampaignStatus.SENDING.value:
-                return None  # paused or cancelled: nothing was marked sent
-            # some rows were taken over by another worker: ours are those now carrying our refs
-            owned: set[int] = set()
+                return _Written(owned=frozenset(m.ref for m in messages), campaign_stopped=False)
+            # Not every row matched: taken over by another worker, or the campaign stopped (even between
+            # two of the rows). Ours are exactly the rows that now carry our refs (refs are random).
+            owned: set[str] = set()
             for message in messages:
                 owned.update(connection.exec_driver_sql(self.owned_sql, (message.ref,)).scalars())
-            return owned
+            status = connection.exec_driver_sql(self.status_sql, (self.campaign_id,)).scalar()
+            return _Written(owned=frozenset(owned), campaign_stopped=status != CampaignStatus.SENDING.value)
 
     def close(self) -> None:
         if self._connection is not None:
@@ -1118,15 +1169,18 @@ class _SentRows:
             self._connection = None
 
 
-def _mark_sent(session: Session, messages: list[OutgoingMessage], worker: str, now: datetime) -> set[int]:
-    """Mark sent the messages whose rows this worker still holds; their send ids.
+def _mark_sent(
+    session: Session, messages: list[OutgoingMessage], worker: str, campaign_id: int, now: datetime
+) -> _Written:
+    """Mark sent the messages whose rows this worker still holds, while the campaign is sending.
 
-    One UPDATE per row, on the condition that the row is still this worker's: a row another worker
-    took over (after this one's lease ran out) matches nothing and stays theirs. When every row
-    matched, which the driver's summed row count says, that is all; otherwise the rows that now carry
-    these refs are the ones this worker owns.
+    One UPDATE per row, on the condition that the row is still this worker's (a row another worker
+    took over after this one's lease ran out matches nothing and stays theirs) and that the campaign
+    is still sending. When every row matched, which the driver's summed row count says, that is all;
+    otherwise this worker's are the rows that now carry its refs.
     """
     table = Send.__table__
+    campaigns = Campaign.__table__
     connection = session.connection()
     result = connection.execute(
         update(table)  # type: ignore[arg-type]
@@ -1134,6 +1188,7 @@ def _mark_sent(session: Session, messages: list[OutgoingMessage], worker: str, n
             table.c.id == bindparam("b_id"),
             table.c.claimed_by == worker,
             table.c.status == SendStatus.SENDING.value,
+            exists().where(campaigns.c.id == campaign_id, campaigns.c.status == CampaignStatus.SENDING.value),
         )
         .values(
             status=SendStatus.SENT.value,
@@ -1146,11 +1201,12 @@ def _mark_sent(session: Session, messages: list[OutgoingMessage], worker: str, n
         ),
         [{"b_id": m.send_id, "b_ref": m.ref, "b_event": m.consent_event_id} for m in messages],
     )
-    ids = {message.send_id for message in messages}
-    if connection.dialect.supports_sane_multi_rowcount and result.rowcount == len(messages):
-        return ids
     refs = [message.ref for message in messages]
-    return set(connection.scalars(select(table.c.id).where(table.c.id.in_(ids), table.c.ref.in_(refs))))
+    if connection.dialect.supports_sane_multi_rowcount and result.rowcount == len(messages):
+        return _Written(owned=frozenset(refs), campaign_stopped=False)
+    owned = frozenset(connection.scalars(select(table.c.ref).where(table.c.ref.in_(refs))))
+    status = connection.scalar(select(campaigns.c.status).where(campaigns.c.id == campaign_id))
+    return _Written(owned=owned, campaign_stopped=status != CampaignStatus.SENDING.value)
 
 
 def _give_back(database: Database, send_ids: list[int], worker: str, workspace_id: int) -> None:

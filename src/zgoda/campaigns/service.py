@@ -392,6 +392,26 @@ def _enqueue_dispatch(session: Session, at: datetime) -> None:
     enqueue_after_commit(session, tasks.dispatch_due_campaigns, countdown=delay + 1)
 
 
+def sweep_cancelled_sends(session: Session) -> int:
+    """Cancel the sends a dead worker left ``sending`` in a cancelled campaign (across workspaces); how many.
+
+    A live worker gives its sends back itself when it finds the campaign cancelled; a worker killed
+    meanwhile cannot, so once its lease has run out nobody else would ever touch them.
+    """
+    from zgoda.core.tenancy import unscoped
+
+    now = utcnow()
+    cancelled = select(Campaign.id).where(Campaign.status == CampaignStatus.CANCELLED)
+    with unscoped(session):
+        result = session.execute(
+            update(Send)
+            .where(Send.status == SendStatus.SENDING, Send.claimed_until < now, Send.campaign_id.in_(cancelled))
+            .values(status=SendStatus.CANCELLED, claimed_by=None, claimed_until=None, decided_at=now),
+            execution_options={"synchronize_session": False},
+        )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
 def start_due_campaigns(session: Session) -> list[int]:
     """Start every scheduled campaign whose time has come (across workspaces); their ids."""
     from zgoda.core.tenancy import unscoped

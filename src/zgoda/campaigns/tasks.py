@@ -46,12 +46,13 @@ def send_campaign_part(self: object, campaign_id: int) -> str:
 
 @celery_app.task(name="zgoda.campaigns.dispatch")  # type: ignore[untyped-decorator]
 def dispatch_due_campaigns() -> list[int]:
-    """Start the scheduled campaigns whose time has come (safe to run any number of times)."""
-    from zgoda.campaigns.service import start_due_campaigns
+    """Start the scheduled campaigns whose time has come, and tidy cancelled ones (safe to run any number of times)."""
+    from zgoda.campaigns.service import start_due_campaigns, sweep_cancelled_sends
     from zgoda.core.tenancy import Actor, bind_scope
 
     with task_database().transaction() as session:
         bind_scope(session, workspace_id=None, actor=Actor.system("scheduler"))
+        sweep_cancelled_sends(session)
         return start_due_campaigns(session)
 
 
