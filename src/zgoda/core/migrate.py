@@ -26,6 +26,11 @@ def upgrade(url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(url), revision)
 
 
+def downgrade(url: str, revision: str) -> None:
+    """Take the database at ``url`` back to ``revision`` (tests check that each migration reverses)."""
+    command.downgrade(alembic_config(url), revision)
+
+
 def pending_revisions(url: str) -> list[str]:
     """Revisions not yet applied (empty when the database is current)."""
     config = alembic_config(url)

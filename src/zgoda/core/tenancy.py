@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import Any, ClassVar, TypeVar, cast
 
 from sqlalchemy import ForeignKey, Table, event
 from sqlalchemy.orm import (
@@ -32,11 +32,17 @@ _T = TypeVar("_T")
 
 
 class TenantMixin:
-    """Marks a model as tenant data: it belongs to exactly one workspace."""
+    """Marks a model as tenant data: it belongs to exactly one workspace.
+
+    ``workspace_id`` gets an index of its own unless the model sets ``workspace_index = False`` (when
+    another index already starts with ``workspace_id``, or no query looks rows up by workspace alone).
+    """
+
+    workspace_index: ClassVar[bool] = True
 
     @declared_attr
     def workspace_id(cls) -> Mapped[int]:  # noqa: N805 - SQLAlchemy declared_attr takes the class
-        return mapped_column(ForeignKey("workspaces.id", ondelete="RESTRICT"), index=True)
+        return mapped_column(ForeignKey("workspaces.id", ondelete="RESTRICT"), index=cls.workspace_index)
 
 
 @dataclass(frozen=True)
