@@ -72,6 +72,7 @@ class Figures:
     verify_serial_seconds: float = 0.0
     record_cpu: float = 0.0  # CPU seconds of this process (and its finished children) during the step
     baseline_cpu: float = 0.0
+    record_server_cpu: float | None = None  # PostgreSQL: CPU seconds of the database's server processes
     verify_cpu: float = 0.0
     states_seconds: float = 0.0
     chain_ok: bool = False
@@ -238,10 +239,14 @@ def run(database_name: str, url: str, args: argparse.Namespace) -> Figures:
                     bind_scope(session, workspace_id=workspace_id, actor=Actor.system("benchmark"))
                     ledger.record_events(session, batch)
 
+        server = _server_cpu(database)
         started, cpu = time.perf_counter(), _cpu_seconds()
         profiled("record_events", figures, args.profile, record_all)
         figures.record_seconds = time.perf_counter() - started
         figures.record_cpu = _cpu_seconds() - cpu
+        after = _server_cpu(database)
+        if server is not None and after is not None:  # processes started meanwhile count from zero
+            figures.record_server_cpu = sum(seconds - server.get(pid, 0.0) for pid, seconds in after.items())
 
         def verify_all() -> None:
             with database.transaction() as session:
@@ -390,6 +395,15 @@ def report(all_figures: list[Figures]) -> None:
                 f"{f.pairs:,} pairs; {'ok' if f.states_ok else 'FAILED'}",
             ),
         ]
+        if f.record_server_cpu is not None:
+            lines.append(
+                (
+                    "  record_events: server CPU",
+                    f.events,
+                    f.record_server_cpu,
+                    "CPU seconds of PostgreSQL's processes for this database (not a wall time)",
+                )
+            )
         for step, count, seconds, note in lines:
             print(f"{f.database:<11} {step:<40} {count:>9,} {seconds:>9.2f} {rate(count, seconds):>11}  {note}")
         print(
@@ -407,6 +421,30 @@ def _cpu_seconds() -> float:
 
     times = os.times()
     return times.user + times.system + times.children_user + times.children_system
+
+
+def _server_cpu(database: Database) -> dict[int, float] | None:
+    """CPU seconds so far of each PostgreSQL process serving this database (``None`` unless PostgreSQL on
+    this machine). A process that ends between two readings is missed; the pooled connection does not."""
+    import os
+
+    if database.engine.dialect.name != "postgresql":
+        return None
+    with database.engine.connect() as connection:
+        pids = (
+            connection.exec_driver_sql("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+            .scalars()
+            .all()
+        )
+    seconds: dict[int, float] = {}
+    ticks = os.sysconf("SC_CLK_TCK")
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        seconds[pid] = (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return seconds
 
 
 def _cpus() -> int:
