@@ -33,6 +33,7 @@ from sqlalchemy import (
     insert,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.orm import Session
@@ -448,9 +449,14 @@ class _BulkWriter:
             arrays = ", ".join(f"%b::{table.c[name].type.compile(self.dialect)}[]" for name in columns)
             assignments = ", ".join(f"{preparer.quote(name)} = v.{preparer.quote(name)}" for name in names)
             cursor = self.connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
-            cursor.execute(  # binary (%b): psycopg escapes every element of a text-format array with a regex
+            # binary (%b): psycopg escapes every element of a text-format array with a regex. The join is
+            # written as a range (t.id >= v.id AND t.id <= v.id, for integers exactly t.id = v.id) so that it
+            # cannot be a hash join: with "=" the planner read the whole table for every batch (seq scan and
+            # hash), a cost growing with the table, where a primary-key probe per row costs the same always.
+            cursor.execute(
                 f"UPDATE {preparer.format_table(table)} AS t SET {assignments} "
-                f"FROM unnest({arrays}) AS v({', '.join(preparer.quote(name) for name in columns)}) WHERE t.id = v.id",
+                f"FROM unnest({arrays}) AS v({', '.join(preparer.quote(name) for name in columns)}) "
+                "WHERE t.id >= v.id AND t.id <= v.id",
                 tuple(self._columns(table, columns, rows)),
             )
         elif self.raw:
@@ -559,10 +565,55 @@ def _current_states(
     """The stored state (row id and value) of each pair that has one."""
     found: dict[tuple[int, int], tuple[int, StateValue]] = {}
     columns = [_STATES.c[name] for name in ("id", "contact_id", "purpose_id", *_STATE_COLUMNS)]
+    if connection.dialect.name == "postgresql":
+        wanted = list(pairs)
+        rows = connection.execute(
+            _pg_states_statement(),
+            {
+                "workspace_id": workspace_id,
+                "contact_ids": [c for c, _ in wanted],
+                "purpose_ids": [p for _, p in wanted],
+            },
+        ).all()
+        for row in rows:
+            found[(row[1], row[2])] = (row[0], StateValue(*row[3:]))
+        return found
     for condition in _exactly(connection, _STATES, workspace_id, pairs):
         for row in connection.execute(select(*columns).where(condition)).all():
             found[(row[1], row[2])] = (row[0], StateValue(*row[3:]))
     return found
+
+
+_PG_STATES: list[Any] = []
+
+
+def _pg_states_statement() -> Any:
+    """PostgreSQL: each pair's state looked up by the unique (contact_id, purpose_id) index, pair by pair.
+
+    A LATERAL subquery fenced by ``OFFSET 0`` cannot be flattened into a join, so the server probes the
+    index once per pair. The plain form (``purpose_id = p AND contact_id = ANY(...)`` per purpose) let the
+    planner, with the statistics of a table that grew since it last looked, read every state of each
+    purpose through ix_consent_states_purpose_status and filter: a batch's cost grew with the table.
+    The result columns keep their types, so values come back exactly as from a Core SELECT.
+    """
+    if not _PG_STATES:
+        names = ("id", "contact_id", "purpose_id", *_STATE_COLUMNS)
+        listed = ", ".join(f"s.{name}" for name in names)
+        _PG_STATES.append(
+            text(
+                f"SELECT {listed} FROM unnest(:contact_ids, :purpose_ids) AS k(contact_id, purpose_id) "
+                f"CROSS JOIN LATERAL (SELECT {', '.join(names)} FROM consent_states "
+                "WHERE consent_states.contact_id = k.contact_id AND consent_states.purpose_id = k.purpose_id "
+                "AND consent_states.workspace_id + 0 = :workspace_id OFFSET 0) AS s"
+            )
+            .bindparams(
+                bindparam("contact_ids", type_=ARRAY(Integer)),
+                bindparam("purpose_ids", type_=ARRAY(Integer)),
+                bindparam("workspace_id", type_=Integer),
+            )
+            .columns(*(_STATES.c[name] for name in names))
+        )
+    return _PG_STATES[0]
 
 
 def _facts_of_pairs(
