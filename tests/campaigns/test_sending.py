@@ -435,3 +435,36 @@ def test_a_slow_rate_never_lets_a_queued_send_be_taken_twice(
         select(Send.attempts).where(Send.campaign_id == setup.campaign.id, Send.status == SendStatus.SENT)
     ).all()
     assert sorted(attempts) == [1] * 12, "every send was claimed once"
+
+
+def test_renewing_leases_never_waits_for_a_row_the_group_commit_holds(fresh_database_url: str) -> None:
+    """PostgreSQL: renewing while a commit holds some of the worker's rows skips them (waiting could deadlock)."""
+    if not fresh_database_url.startswith("postgresql"):
+        pytest.skip("row locks: PostgreSQL only (SQLite serialises whole transactions)")
+    from datetime import timedelta
+
+    from sqlalchemy import text
+
+    from zgoda.core.clock import utcnow
+    from zgoda.core.tenancy import Actor, bind_scope
+
+    db = Database.from_url(fresh_database_url)
+    with db.transaction() as session:
+        setup = sending_setup(session, eligible=3)
+        campaigns.send_campaign(session, campaign_id=setup.campaign.id)
+    sending.prepare(db, setup.campaign.id)
+    with db.transaction() as session:
+        bind_scope(session, workspace_id=setup.workspace.id, actor=Actor.system("test"))
+        claimed = sending.claim(session, setup.campaign.id, worker="w", size=3, lease=60)
+    locked_id = claimed[0].send_id
+    with db.engine.connect() as committer, db.transaction() as renewing:
+        committer.execute(text("SELECT id FROM campaign_sends WHERE id = :i FOR UPDATE"), {"i": locked_id})
+        bind_scope(renewing, workspace_id=setup.workspace.id, actor=Actor.system("test"))
+        renewing.execute(text("SET LOCAL lock_timeout = '2s'"))  # a wait would fail the test, not hang it
+        later = utcnow() + timedelta(hours=1)
+        sending.renew_leases(renewing, setup.campaign.id, worker="w", until=later)
+        renewed = dict(renewing.execute(select(Send.id, Send.claimed_until).where(Send.claimed_by == "w")).all())
+        committer.rollback()
+    assert renewed[locked_id] != later
+    assert [renewed[c.send_id] for c in claimed[1:]] == [later, later]
+    db.engine.dispose()

@@ -350,12 +350,7 @@ def claim(session: Session, campaign_id: int, *, worker: str, size: int, lease: 
     taken again by it: a send is only ever under way once.
     """
     now = utcnow()
-    session.execute(
-        update(Send)
-        .where(Send.campaign_id == campaign_id, Send.status == SendStatus.SENDING, Send.claimed_by == worker)
-        .values(claimed_until=now + timedelta(seconds=lease)),
-        execution_options={"synchronize_session": False},
-    )
+    renew_leases(session, campaign_id, worker=worker, until=now + timedelta(seconds=lease))
     free = or_(
         Send.status == SendStatus.PENDING,
         and_(Send.status == SendStatus.SENDING, Send.claimed_until < now, Send.claimed_by != worker),
@@ -383,6 +378,23 @@ def claim(session: Session, campaign_id: int, *, worker: str, size: int, lease: 
     )
     rows = session.execute(select(Send.id, Send.contact_id, Send.attempts).where(Send.id.in_(ids)).order_by(Send.id))
     return [Claimed(send_id, contact_id, attempts) for send_id, contact_id, attempts in rows]
+
+
+def renew_leases(session: Session, campaign_id: int, *, worker: str, until: datetime) -> None:
+    """Extend the lease of every send this worker holds in the campaign.
+
+    Rows locked at this moment (the group commit is marking them sent) are skipped, not waited for:
+    waiting would lock the worker's rows in another order than the commit does, a deadlock.
+    """
+    held = (
+        select(Send.id)
+        .where(Send.campaign_id == campaign_id, Send.status == SendStatus.SENDING, Send.claimed_by == worker)
+        .with_for_update(skip_locked=True)
+    )
+    session.execute(
+        update(Send).where(Send.id.in_(held)).values(claimed_until=until),
+        execution_options={"synchronize_session": False},
+    )
 
 
 @dataclass(frozen=True)
@@ -730,16 +742,8 @@ class _Pipeline:
         self._renewed = time.monotonic()
         with self.database_turn, self.database.transaction() as session:
             bind_scope(session, workspace_id=self.ctx.workspace_id, actor=Actor.system("sending"))
-            session.execute(
-                update(Send)
-                .where(
-                    Send.campaign_id == self.ctx.campaign_id,
-                    Send.status == SendStatus.SENDING,
-                    Send.claimed_by == self.worker,
-                )
-                .values(claimed_until=utcnow() + timedelta(seconds=self._lease)),
-                execution_options={"synchronize_session": False},
-            )
+            until = utcnow() + timedelta(seconds=self._lease)
+            renew_leases(session, self.ctx.campaign_id, worker=self.worker, until=until)
 
     def wait_until_idle(self) -> None:
         """Wait until every recipient fed is finished (or the run is stopping)."""
@@ -1050,7 +1054,7 @@ class _GroupCommit:
                     self._writing = False
                     self._ready.notify_all()
         if entry.error is not None:
-            raise RuntimeError(f"could not commit the sends: {entry.error}") from entry.error
+            raise entry.error  # the writer's own error, in every thread of its group (so its type decides retries)
         return entry
 
     def _write(self, group: list[_Entry]) -> _Written:

@@ -6,6 +6,8 @@ import logging
 import threading
 import time
 
+from sqlalchemy.exc import OperationalError
+
 from zgoda.campaigns import sending
 from zgoda.core.settings import get_settings
 from zgoda.core.tasks import celery_app, task_database
@@ -25,7 +27,9 @@ def prepare_campaign(campaign_id: int) -> int:
 @celery_app.task(  # type: ignore[untyped-decorator]
     name="zgoda.campaigns.send",
     bind=True,
-    autoretry_for=(sending.SmtpUnavailable,),
+    # an SMTP outage, or the database briefly away (a restart, a failover): try again with back-off;
+    # the sends this run held are claimed again once their leases run out
+    autoretry_for=(sending.SmtpUnavailable, OperationalError),
     retry_backoff=10,
     retry_backoff_max=300,
     max_retries=None,
