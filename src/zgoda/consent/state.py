@@ -61,42 +61,41 @@ def order_key(fact: Fact) -> tuple[datetime, int, int]:
     return (fact.occurred_at, _TIE_RANK.get(fact.event_type, 0), fact.seq)
 
 
+_WITHDRAW, _EXPIRE, _GRANT = EventType.WITHDRAW.value, EventType.EXPIRE.value, EventType.GRANT.value
+_GRANTED, _PENDING = ConsentStatus.GRANTED.value, ConsentStatus.PENDING.value
+_WITHDRAWN, _EXPIRED, _NONE = ConsentStatus.WITHDRAWN.value, ConsentStatus.EXPIRED.value, ConsentStatus.NONE.value
+_UNKNOWN = LegalBasis.UNKNOWN.value
+
+
 def apply(state: StateValue | None, fact: Fact, validity: timedelta | None) -> StateValue:
-    """The state after ``fact``, given the state before it."""
-    current = state.status if state else ConsentStatus.NONE.value
+    """The state after ``fact``, given the state before it.
 
-    def decided(status: str, expires_at: datetime | None = None) -> StateValue:
-        return StateValue(
-            status=status,
-            legal_basis=fact.legal_basis,
-            event_id=fact.event_id,
-            decided_at=fact.occurred_at,
-            last_occurred_at=fact.occurred_at,
-            expires_at=expires_at,
-        )
-
-    def unchanged() -> StateValue:
-        assert state is not None
-        return state._replace(last_occurred_at=max(state.last_occurred_at, fact.occurred_at))
-
+    Written without helper closures (the ledger folds every recorded event through it); a decision gives
+    ``StateValue(status, fact's legal basis, fact's event, occurred, occurred, expires)`` and "unchanged"
+    keeps the state, moving only ``last_occurred_at`` forward.
+    """
     kind = fact.event_type
-    if kind == EventType.WITHDRAW:
-        return decided(ConsentStatus.WITHDRAWN.value)
-    if kind == EventType.EXPIRE:
-        if state is not None and current in (ConsentStatus.GRANTED, ConsentStatus.PENDING):
-            return decided(ConsentStatus.EXPIRED.value)
-        return unchanged() if state is not None else decided(ConsentStatus.NONE.value)
+    occurred = fact.occurred_at
+    if kind == _WITHDRAW:
+        return StateValue(_WITHDRAWN, fact.legal_basis, fact.event_id, occurred, occurred, None)
+    if kind == _EXPIRE:
+        if state is None:
+            return StateValue(_NONE, fact.legal_basis, fact.event_id, occurred, occurred, None)
+        if state.status in (_GRANTED, _PENDING):
+            return StateValue(_EXPIRED, fact.legal_basis, fact.event_id, occurred, occurred, None)
+        return state._replace(last_occurred_at=max(state.last_occurred_at, occurred))
     # grant, refresh, confirm
-    if fact.legal_basis == LegalBasis.UNKNOWN:
-        if state is None or current == ConsentStatus.NONE:
-            return decided(ConsentStatus.NONE.value)
-        return unchanged()
-    if kind == EventType.GRANT and fact.requires_confirmation:
-        if state is not None and state.status_at(fact.occurred_at) == ConsentStatus.GRANTED:
-            return unchanged()
-        return decided(ConsentStatus.PENDING.value)
+    if fact.legal_basis == _UNKNOWN:
+        if state is None or state.status == _NONE:
+            return StateValue(_NONE, fact.legal_basis, fact.event_id, occurred, occurred, None)
+        return state._replace(last_occurred_at=max(state.last_occurred_at, occurred))
+    if kind == _GRANT and fact.requires_confirmation:
+        if state is not None and state.status_at(occurred) == _GRANTED:
+            return state._replace(last_occurred_at=max(state.last_occurred_at, occurred))
+        return StateValue(_PENDING, fact.legal_basis, fact.event_id, occurred, occurred, None)
     # in UTC: adding days to a zoned time would shift the instant across a DST change
-    return decided(ConsentStatus.GRANTED.value, fact.occurred_at.astimezone(UTC) + validity if validity else None)
+    expires = occurred.astimezone(UTC) + validity if validity else None
+    return StateValue(_GRANTED, fact.legal_basis, fact.event_id, occurred, occurred, expires)
 
 
 def replay(facts: Iterable[Fact], validity: timedelta | None) -> StateValue | None:
