@@ -319,3 +319,15 @@ def test_settings_come_from_the_installation_settings() -> None:
         "p",
     )
     assert smtp.address == "relay.example:587"
+
+
+def test_the_final_dot_can_go_out_without_a_thread_switch() -> None:
+    """The group commit's dots: one non-blocking libc send() that keeps the interpreter lock."""
+    import socket as sockets
+
+    from zgoda.delivery import transport
+
+    left, right = sockets.socketpair()
+    with left, right:
+        assert transport._send_holding_gil(left, transport.DOT)
+        assert right.recv(10) == b".\r\n"

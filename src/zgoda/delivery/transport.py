@@ -18,6 +18,7 @@ and rotates each after ``max_messages_per_connection``. See docs/delivery.md.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import re
 import smtplib
 import socket
@@ -163,6 +164,43 @@ class SmtpOutcomeUnknown(SmtpConnectionError):
     """
 
     retryable = False
+
+
+DOT = b".\r\n"
+
+
+# libc's send() called without releasing Python's interpreter lock (ctypes.PyDLL keeps it): the final dots
+# of a group commit go out back to back, without a thread switch between them (docs/sending.md)
+def _libc() -> ctypes.PyDLL | None:
+    try:
+        libc = ctypes.PyDLL(None)
+        libc.send.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_int]
+        libc.send.restype = ctypes.c_ssize_t
+    except (OSError, AttributeError):  # no libc send() to call: the usual socket path
+        return None
+    return libc
+
+
+_LIBC = _libc()
+_MSG_NOSIGNAL = getattr(socket, "MSG_NOSIGNAL", 0)
+_MSG_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
+
+
+def _send_holding_gil(sock: socket.socket, data: bytes) -> bool:
+    """Write a few bytes to a plain TCP socket in one non-blocking ``send``; False if not all went out.
+
+    A False leaves the caller to write what is left the usual way (which may block): only the bytes
+    reported sent were written.
+    """
+    if _LIBC is None or not _MSG_DONTWAIT:
+        return False
+    sent = _LIBC.send(sock.fileno(), data, len(data), _MSG_NOSIGNAL | _MSG_DONTWAIT)
+    if sent == len(data):
+        return True
+    if sent > 0:
+        sock.sendall(data[sent:])
+        return True
+    return False
 
 
 def normalise_message(message: bytes) -> bytes:
@@ -359,8 +397,11 @@ class SmtpConnection:
         if self._state is not _State.PREPARED or self._smtp is None:
             raise RuntimeError("Nothing is prepared on this connection.")
         self._state = _State.DOT_WRITTEN
+        sock = self._smtp.sock
         try:
-            self._smtp.send(b".\r\n")
+            if sock is not None and not isinstance(sock, ssl.SSLSocket) and _send_holding_gil(sock, DOT):
+                return
+            self._smtp.send(DOT)
         except (OSError, smtplib.SMTPException) as error:
             self._dot_error = error
 
