@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -294,25 +294,30 @@ def test_a_message_that_cannot_be_rendered_for_one_contact_fails_alone(
     assert {rows[c.id].status for c in setup.eligible[1:]} == {SendStatus.SENT}
 
 
-def test_nothing_goes_out_once_the_campaign_is_paused(db: Database, session: Session, settings: Settings) -> None:
-    """The group commit reads the campaign's state: after a pause no row is marked sent, no final dot written."""
+def _stopped_after_the_first_message(
+    db: Database, settings: Settings, setup: SendingSetup, stop: Callable[..., object]
+) -> tuple[sending.RunOutcome, int]:
+    """Run with one connection; ``stop`` (pause or cancel) the campaign once the first message is out."""
     from zgoda.core.tenancy import Actor, bind_scope
 
-    setup = _started(db, session, eligible=4)
     with SmtpSink(None, discard=True) as sink:
-        held = {"paused": False}
 
-        def pause_once(sent: int) -> None:
-            if held["paused"]:
-                return
-            held["paused"] = True
+        def stop_once(sent: int) -> None:
             with db.transaction() as other:
                 bind_scope(other, workspace_id=setup.workspace.id, actor=Actor.system("test"))
-                campaigns.pause_campaign(other, campaign_id=setup.campaign.id)
+                if campaigns.get_campaign(other, campaign_id=setup.campaign.id).status == CampaignStatus.SENDING:
+                    stop(other, campaign_id=setup.campaign.id)
 
-        first = sending.run(db, setup.campaign.id, settings, smtp=_smtp(sink), connections=1, on_sent=pause_once)
-        assert first.stopped == CampaignStatus.PAUSED
-        assert first.sent == sink.received == 1
+        outcome = sending.run(db, setup.campaign.id, settings, smtp=_smtp(sink), connections=1, on_sent=stop_once)
+        return outcome, sink.received
+
+
+def test_nothing_goes_out_once_the_campaign_is_paused(db: Database, session: Session, settings: Settings) -> None:
+    """The group commit reads the campaign's state: after a pause no row is marked sent, no final dot written."""
+    setup = _started(db, session, eligible=4)
+    first, received = _stopped_after_the_first_message(db, settings, setup, campaigns.pause_campaign)
+    assert first.stopped == CampaignStatus.PAUSED
+    assert first.sent == received == 1
     session.expire_all()
     statuses = sorted(session.scalars(select(Send.status).where(Send.campaign_id == setup.campaign.id)))
     assert statuses.count(SendStatus.SENT) == 1
@@ -342,20 +347,10 @@ def test_an_unreachable_server_stops_the_run_and_loses_nothing(
 
 
 def test_a_cancel_during_sending_leaves_nothing_pending(db: Database, session: Session, settings: Settings) -> None:
-    from zgoda.core.tenancy import Actor, bind_scope
-
     setup = _started(db, session, eligible=4)
-    with SmtpSink(None, discard=True) as sink:
-
-        def cancel_once(sent: int) -> None:
-            with db.transaction() as other:
-                bind_scope(other, workspace_id=setup.workspace.id, actor=Actor.system("test"))
-                if campaigns.get_campaign(other, campaign_id=setup.campaign.id).status == CampaignStatus.SENDING:
-                    campaigns.cancel_campaign(other, campaign_id=setup.campaign.id)
-
-        first = sending.run(db, setup.campaign.id, settings, smtp=_smtp(sink), connections=1, on_sent=cancel_once)
-        assert first.stopped == CampaignStatus.CANCELLED
-        assert first.sent == sink.received == 1
+    first, received = _stopped_after_the_first_message(db, settings, setup, campaigns.cancel_campaign)
+    assert first.stopped == CampaignStatus.CANCELLED
+    assert first.sent == received == 1
     session.expire_all()
     statuses = sorted(session.scalars(select(Send.status).where(Send.campaign_id == setup.campaign.id)))
     assert statuses.count(SendStatus.SENT) == 1
