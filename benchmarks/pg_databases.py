@@ -7,10 +7,10 @@ import uuid
 from sqlalchemy import create_engine, make_url, text
 
 
-def create_pg_database(server_url: str) -> tuple[str, str]:
-    """A new, empty database on the server of ``server_url``: its name and its URL."""
+def create_pg_database(server_url: str, prefix: str = "zgoda_bench_") -> tuple[str, str]:
+    """A new, empty database on the server of ``server_url``: its name (``prefix`` + random) and its URL."""
     admin = make_url(server_url).set(database="postgres")
-    name = f"zgoda_bench_{uuid.uuid4().hex[:10]}"
+    name = f"{prefix}{uuid.uuid4().hex[:10]}"
     engine = create_engine(admin, isolation_level="AUTOCOMMIT")
     with engine.connect() as connection:
         connection.execute(text(f'CREATE DATABASE "{name}"'))

@@ -81,6 +81,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from pg_databases import create_pg_database, drop_pg_database  # beside this script
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 CERT_URL = "https://sns.eu-central-1.amazonaws.com/SimpleNotificationService-zgodabench.pem"
@@ -311,27 +313,6 @@ class Envelope:
 
 
 # --- the database ---------------------------------------------------------------------------------------------
-
-
-def create_database(server_url: str) -> tuple[str, str]:
-    from sqlalchemy import create_engine, make_url, text
-
-    admin = make_url(server_url).set(database="postgres")
-    name = f"zgoda_bench_hooks_{uuid.uuid4().hex[:10]}"
-    engine = create_engine(admin, isolation_level="AUTOCOMMIT")
-    with engine.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    engine.dispose()
-    return name, admin.set(database=name).render_as_string(hide_password=False)
-
-
-def drop_database(server_url: str, name: str) -> None:
-    from sqlalchemy import create_engine, make_url, text
-
-    engine = create_engine(make_url(server_url).set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with engine.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    engine.dispose()
 
 
 @dataclass
@@ -747,7 +728,7 @@ def run(args: argparse.Namespace) -> int:
     ok = True
     try:
         started = time.perf_counter()
-        db_name, url = create_database(args.pg_url)
+        db_name, url = create_pg_database(args.pg_url, prefix="zgoda_bench_hooks_")
         from zgoda.core.migrate import upgrade
 
         upgrade(url)
@@ -892,7 +873,7 @@ def run(args: argparse.Namespace) -> int:
         if server is not None:
             stop_server(server)
         if db_name is not None:
-            drop_database(args.pg_url, db_name)
+            drop_pg_database(args.pg_url, db_name)
         shutil.rmtree(temp, ignore_errors=True)
     return 0 if ok else 1
 
