@@ -20,7 +20,6 @@ Never twice, never skipped (docs/sending.md):
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import queue
@@ -33,7 +32,6 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
 from select import select as wait_for_io
 from typing import Any
 
@@ -1261,7 +1259,7 @@ class _SentRows:
         driver = connection.connection.dbapi_connection
         pgconn = driver.pgconn  # type: ignore[union-attr]
         with driver.lock:  # type: ignore[union-attr]
-            _send_commit(pgconn)  # blocking mode: the COMMIT is on its way when this returns
+            pgconn.send_query(b"COMMIT")  # blocking mode: the COMMIT is on its way when this returns
             then(written.owned)
             failure: Exception | None = None
             try:
@@ -1290,42 +1288,6 @@ class _SentRows:
         if self._connection is not None:
             self._connection.close()
             self._connection = None
-
-
-def _libpq_keeping_the_gil() -> Any:
-    """psycopg's own libpq (its binary build bundles one), loaded so that calls keep the interpreter lock.
-
-    ``PQsendQuery`` through psycopg releases the lock, and getting it back may wait for another thread:
-    time in which the COMMIT is on its way and the dots are not. None where the library cannot be
-    found for certain (another psycopg build): then psycopg's own call is used.
-    """
-    try:
-        import psycopg_binary
-    except ImportError:
-        return None
-    if psycopg.pq.__impl__ != "binary":
-        return None
-    found = list(Path(psycopg_binary.__file__).parent.parent.glob("psycopg_binary.libs/libpq-*.so*"))
-    if len(found) != 1:
-        return None
-    try:
-        libpq = ctypes.PyDLL(str(found[0]))
-        libpq.PQsendQuery.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
-        libpq.PQsendQuery.restype = ctypes.c_int
-    except (OSError, AttributeError):
-        return None
-    return libpq
-
-
-_LIBPQ = _libpq_keeping_the_gil()
-
-
-def _send_commit(pgconn: Any) -> None:
-    """Send COMMIT on a psycopg connection without letting another thread run meanwhile (if possible)."""
-    if _LIBPQ is None:
-        pgconn.send_query(b"COMMIT")
-    elif not _LIBPQ.PQsendQuery(pgconn.pgconn_ptr, b"COMMIT"):
-        raise psycopg.OperationalError(f"sending COMMIT failed: {pgconn.get_error_message()}")
 
 
 def _mark_sent(
