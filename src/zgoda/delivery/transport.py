@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Literal
 
+from zgoda.core import tcp_hold
+
 if TYPE_CHECKING:
     from zgoda.core.settings import Settings
 
@@ -243,6 +245,7 @@ class SmtpConnection:
         self._state = _State.CLOSED
         self._prepared: Prepared | None = None
         self._dot_error: BaseException | None = None
+        self._held = False
         self._tls_context: ssl.SSLContext | None = None
         self.messages_on_socket = 0
         """Messages completed (accepted or refused at the dot) since the socket was opened."""
@@ -387,23 +390,33 @@ class SmtpConnection:
         self.write_dot()
         return self.verdict()
 
-    def write_dot(self) -> None:
+    def write_dot(self, *, held: bool = False) -> None:
         """Write the prepared message's final dot; ``verdict()`` then reads the server's answer.
 
         The sender calls this right after committing the message as sent, possibly from the thread
         that committed it while the connection's own thread waits (nothing else touches the socket
-        then); a failed write is kept for ``verdict()`` to report.
+        then); a failed write is kept for ``verdict()`` to report. With ``held`` the dot stays in this
+        process's kernel buffer until ``release_dot()`` (a killed process's close still sends it; see
+        core/tcp_hold.py).
         """
         if self._state is not _State.PREPARED or self._smtp is None:
             raise RuntimeError("Nothing is prepared on this connection.")
         self._state = _State.DOT_WRITTEN
         sock = self._smtp.sock
         try:
-            if sock is not None and not isinstance(sock, ssl.SSLSocket) and _send_holding_gil(sock, DOT):
-                return
+            if sock is not None and not isinstance(sock, ssl.SSLSocket):
+                self._held = held and tcp_hold.hold(sock)
+                if _send_holding_gil(sock, DOT):
+                    return
             self._smtp.send(DOT)
         except (OSError, smtplib.SMTPException) as error:
             self._dot_error = error
+
+    def release_dot(self) -> None:
+        """Let a dot written ``held`` go out now."""
+        if self._held and self._smtp is not None and self._smtp.sock is not None:
+            tcp_hold.release(self._smtp.sock)
+        self._held = False
 
     def verdict(self) -> SmtpOutcome:
         """The server's answer to the final dot ``write_dot()`` wrote.
