@@ -6,6 +6,11 @@ recorded legitimate interest) AND not suppressed AND not restricted AND the list
 the workspace allowed to send. One SQL ``CASE`` gives the first reason that applies, in the order of
 :data:`REASONS`; the preview counts with it, and the send gate asks it again for every message at
 send time, so both always agree.
+
+A consent request (double opt-in, re-permission, refresh) reaches the same audience plus those whose
+consent is pending: it asks them to confirm what they started. It never reaches anyone without
+consent or who withdrew it: an email asking for marketing consent is itself marketing (ICO v. Honda
+and Flybe, 2017; the Polish regulators read it the same way), see docs/consent-requests.md.
 """
 
 from __future__ import annotations
@@ -58,6 +63,8 @@ class Audience:
     list_blocked: bool = False
     workspace_suspended: bool = False
     soft_opt_in: bool = False
+    consent_request: bool = False
+    """A campaign that asks for the consent: a pending double opt-in is whom it is for, not a reason to skip."""
 
 
 def soft_opt_in_enabled(workspace: Workspace) -> bool:
@@ -67,9 +74,17 @@ def soft_opt_in_enabled(workspace: Workspace) -> bool:
 
 
 def audience_for(
-    session: Session, *, purpose_id: int, list_id: int | None = None, segment_id: int | None = None
+    session: Session,
+    *,
+    purpose_id: int,
+    list_id: int | None = None,
+    segment_id: int | None = None,
+    consent_request: bool = False,
 ) -> Audience:
-    """The audience of a list or a segment for a purpose, with the workspace's current standing."""
+    """The audience of a list or a segment for a purpose, with the workspace's current standing.
+
+    With ``consent_request`` it is the audience of a campaign asking for that purpose's consent.
+    """
     from zgoda.audiences.filters import check_definition
 
     workspace = session.get(Workspace, current_workspace_id(session))
@@ -90,6 +105,7 @@ def audience_for(
         list_blocked=blocked,
         workspace_suspended=workspace.sending_suspended_at is not None,
         soft_opt_in=soft_opt_in_enabled(workspace),
+        consent_request=consent_request,
     )
 
 
@@ -110,7 +126,10 @@ def _reason(audience: Audience, state: Any, workspace_id: int, now: datetime) ->
     whens += [
         (suppressed, Exclusion.SUPPRESSED),
         (or_(state.status.is_(None), state.status == ConsentStatus.NONE), Exclusion.NO_CONSENT),
-        (state.status == ConsentStatus.PENDING, Exclusion.CONSENT_PENDING),
+    ]
+    if not audience.consent_request:
+        whens.append((state.status == ConsentStatus.PENDING, Exclusion.CONSENT_PENDING))
+    whens += [
         (state.status == ConsentStatus.WITHDRAWN, Exclusion.CONSENT_WITHDRAWN),
         (
             or_(

@@ -270,8 +270,12 @@ def preview_audience(
     purpose_key: str,
     list_id: int | None = None,
     segment_id: int | None = None,
+    consent_request: bool = False,
 ) -> Preview:
-    """How many of a list or segment a campaign for ``purpose_key`` would reach now, and why not the rest."""
+    """How many of a list or segment a campaign for ``purpose_key`` would reach now, and why not the rest.
+
+    With ``consent_request``: a campaign asking for that purpose's consent (it also reaches pending contacts).
+    """
     if (list_id is None) == (segment_id is None):
         raise InvalidInput("Name exactly one of a list or a segment.", field="list_id")
     purpose = purposes.purpose_by_key(session, purpose_key, field="purpose")
@@ -279,4 +283,7 @@ def preview_audience(
         get_list(session, list_id=list_id)
     if segment_id is not None:
         get_segment(session, segment_id=segment_id)
-    return preview(session, audience_for(session, purpose_id=purpose.id, list_id=list_id, segment_id=segment_id))
+    audience = audience_for(
+        session, purpose_id=purpose.id, list_id=list_id, segment_id=segment_id, consent_request=consent_request
+    )
+    return preview(session, audience)

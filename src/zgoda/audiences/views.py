@@ -80,12 +80,17 @@ def email_purposes(ctx: RequestContext) -> list[Any]:
 
 
 def preview_context(
-    ctx: RequestContext, *, purpose: str, list_id: int | None = None, segment_id: int | None = None
+    ctx: RequestContext,
+    *,
+    purpose: str,
+    list_id: int | None = None,
+    segment_id: int | None = None,
+    consent_request: bool = False,
 ) -> dict[str, Any]:
     """Variables for the ``audiences/preview.html`` partial: the counts, or the reason there are none."""
     try:
         result: Preview | None = audiences.preview_audience(
-            ctx.session, purpose_key=purpose, list_id=list_id, segment_id=segment_id
+            ctx.session, purpose_key=purpose, list_id=list_id, segment_id=segment_id, consent_request=consent_request
         )
         error = None
     except InvalidInput as failure:

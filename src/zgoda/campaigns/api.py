@@ -162,6 +162,7 @@ def create_campaign(body: CampaignCreate, ctx: RequestContext = require("campaig
         segment_id=body.segment_id,
         reply_to=body.reply_to,
         language=body.language,
+        kind=body.kind,
     )
     return campaign_out(ctx.session, campaign)
 

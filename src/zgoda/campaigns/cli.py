@@ -57,11 +57,12 @@ def campaign_list(workspace: WorkspaceOption, as_json: JsonOption = False) -> No
     if as_json:
         typer.echo(json.dumps([{"id": campaign.id, **figures} for campaign, figures in rows], indent=2))
         return
-    table = Table("id", "campaign", "status", "audience", "sent", "refused", "failed", "pending")
+    table = Table("id", "campaign", "kind", "status", "audience", "sent", "refused", "failed", "pending")
     for campaign, figures in rows:
         table.add_row(
             str(campaign.id),
             campaign.name,
+            campaign.kind,
             campaign.status,
             str(figures["total"]),
             str(figures["sent"]),

@@ -6,6 +6,9 @@ to the preference centre. The template cannot remove or hide it: ``attach_footer
 template's HTML as HTML5 and re-serialises it balanced, without stylesheets, with the body's own
 styling moved onto a wrapper, and appends the footer after that wrapper as the last child of
 ``<body>`` (see ``htmlsafe`` for the details). The footer's own styles are inline and ``!important``.
+
+A consent request's message also carries, just above the footer and as much beyond the template's
+reach, what it asks: the purpose, the notice's exact text and the link that says yes.
 """
 
 from __future__ import annotations
@@ -36,6 +39,15 @@ _A_STYLE = "color:#1a56db !important;text-decoration:underline !important;font-s
 
 
 @dataclass(frozen=True)
+class ConsentAsk:
+    """What a consent request's message asks: the notice's exact text and the link that answers yes."""
+
+    notice_title: str
+    notice_text: str
+    confirm_url: str
+
+
+@dataclass(frozen=True)
 class FooterContext:
     """What the footer says for one message; values are plain text (escaped here)."""
 
@@ -46,6 +58,7 @@ class FooterContext:
     unsubscribe_url: str
     preferences_url: str
     language: str  # "pl" or "en"
+    ask: ConsentAsk | None = None  # a consent request's: shown above the footer, as much the platform's
 
 
 _WORDS = {
@@ -57,6 +70,10 @@ _WORDS = {
         "preferences": "Zmień ustawienia zgód",
         "unsubscribe_text": "Wypisz się: {url}",
         "preferences_text": "Zmień ustawienia zgód: {url}",
+        "ask": "Prosimy o Twoją zgodę w celu: {purpose}. Oto jej pełna treść:",
+        "agree": "Tak, zgadzam się",
+        "agree_text": "Aby wyrazić zgodę, otwórz: {url}",
+        "ignore": "Jeśli się nie zgadzasz, zignoruj tę wiadomość.",
     },
     "en": {
         "sent_by": "This message was sent by {sender}, {address}.",
@@ -66,6 +83,10 @@ _WORDS = {
         "preferences": "Manage your preferences",
         "unsubscribe_text": "Unsubscribe: {url}",
         "preferences_text": "Manage your preferences: {url}",
+        "ask": "We ask for your consent to: {purpose}. Its full text:",
+        "agree": "Yes, I agree",
+        "agree_text": "To agree, open: {url}",
+        "ignore": "If you do not agree, ignore this message.",
     },
 }
 
@@ -76,8 +97,12 @@ _WHITESPACE = re.compile(r"\s")  # the same characters as str.isspace
 def _checked(ctx: FooterContext) -> dict[str, str]:
     if ctx.language not in _WORDS:
         raise InvalidInput(f"footer language must be pl or en, not {ctx.language!r}", field="language")
-    for name in ("unsubscribe_url", "preferences_url"):
-        url = getattr(ctx, name)
+    urls = {"unsubscribe_url": ctx.unsubscribe_url, "preferences_url": ctx.preferences_url}
+    if ctx.ask is not None:
+        urls["confirm_url"] = ctx.ask.confirm_url
+        if not ctx.ask.notice_text.strip():
+            raise InvalidInput("a consent request needs the notice's text", field="notice")
+    for name, url in urls.items():
         if not url.startswith(("https://", "http://")) or _WHITESPACE.search(url):
             raise InvalidInput(f"{name} must be an http(s) address without spaces", field=name)
     for name in ("sender_name", "postal_address", "purpose_label"):
@@ -105,9 +130,28 @@ def footer_html(ctx: FooterContext) -> str:
         " &middot; "
         f'<a href="{escape(ctx.preferences_url)}" style="{_A_STYLE}">{words["preferences"]}</a>'
     )
-    return (
+    footer = (
         f'<div class="{FOOTER_CLASS}" lang="{ctx.language}" dir="ltr" style="{_BOX_STYLE}">'
         f'{paragraphs}<p style="{_P_STYLE}">{links}</p></div>'
+    )
+    return footer if ctx.ask is None else _ask_html(ctx, ctx.ask, words) + footer
+
+
+_BUTTON_STYLE = (
+    "display:inline-block !important;visibility:visible !important;padding:10px 18px !important;"
+    "background:#1a56db !important;color:#ffffff !important;font-size:15px !important;font-weight:bold !important;"
+    "text-decoration:none !important;border-radius:4px !important"
+)
+
+
+def _ask_html(ctx: FooterContext, ask: ConsentAsk, words: dict[str, str]) -> str:
+    notice = "<br>".join(escape(line) for line in ask.notice_text.strip().splitlines())
+    return (
+        f'<div class="{FOOTER_CLASS}-ask" lang="{ctx.language}" dir="ltr" style="{_BOX_STYLE}">'
+        f'<p style="{_P_STYLE}">{words["ask"].format(purpose=escape(_one_line(ctx.purpose_label)))}</p>'
+        f'<p style="{_P_STYLE}"><strong>{escape(_one_line(ask.notice_title))}</strong><br>{notice}</p>'
+        f'<p style="{_P_STYLE}"><a href="{escape(ask.confirm_url)}" style="{_BUTTON_STYLE}">{words["agree"]}</a></p>'
+        f'<p style="{_P_STYLE}">{words["ignore"]}</p></div>'
     )
 
 
@@ -122,7 +166,20 @@ def footer_text(ctx: FooterContext) -> str:
         lines.append(words["source"].format(source=_one_line(ctx.source_label)))
     lines.append(words["unsubscribe_text"].format(url=ctx.unsubscribe_url))
     lines.append(words["preferences_text"].format(url=ctx.preferences_url))
-    return "\n".join(["-" * 40, *lines]) + "\n"
+    footer = "\n".join(["-" * 40, *lines]) + "\n"
+    if ctx.ask is None:
+        return footer
+    ask = [
+        "-" * 40,
+        words["ask"].format(purpose=_one_line(ctx.purpose_label)),
+        "",
+        _one_line(ctx.ask.notice_title),
+        ctx.ask.notice_text.strip(),
+        "",
+        words["agree_text"].format(url=ctx.ask.confirm_url),
+        words["ignore"],
+    ]
+    return "\n".join(ask) + "\n" + footer
 
 
 def attach_footer(html: str, footer_html: str) -> str:

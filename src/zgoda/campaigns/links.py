@@ -19,6 +19,7 @@ from zgoda.core.errors import NotFound
 from zgoda.feedback.kinds import BOUNCE_LOCAL_PREFIX
 
 UNSUBSCRIBE_SALT = "zgoda.unsubscribe"
+CONSENT_REQUEST_SALT = "zgoda.consent-request"  # a confirmation link: an unsubscribe token cannot stand in for it
 
 
 @dataclass(frozen=True)
@@ -37,21 +38,21 @@ def new_send_ref() -> str:
 
 
 @functools.lru_cache(maxsize=8)
-def _serializer(secret: bytes) -> URLSafeSerializer:
-    """One serializer per secret: building it derives the signing key, which a campaign needs once."""
-    return URLSafeSerializer(secret, salt=UNSUBSCRIBE_SALT)
+def _serializer(secret: bytes, salt: str = UNSUBSCRIBE_SALT) -> URLSafeSerializer:
+    """One serializer per secret and use: building it derives the signing key, which a campaign needs once."""
+    return URLSafeSerializer(secret, salt=salt)
 
 
-def make_token(secret: bytes, token: LinkToken) -> str:
-    """The signed token for unsubscribe and preference links."""
+def make_token(secret: bytes, token: LinkToken, *, salt: str = UNSUBSCRIBE_SALT) -> str:
+    """The signed token of unsubscribe and preference links (with ``CONSENT_REQUEST_SALT``: a confirmation link)."""
     payload = [token.workspace_id, token.contact_id, token.purpose_id, token.send_id]
-    return str(_serializer(secret).dumps(payload))
+    return str(_serializer(secret, salt).dumps(payload))
 
 
-def read_token(secret: bytes, value: str) -> LinkToken:
+def read_token(secret: bytes, value: str, *, salt: str = UNSUBSCRIBE_SALT) -> LinkToken:
     """The token's contents; a forged, altered or truncated token is a 404 (it names nothing we know)."""
     try:
-        payload = _serializer(secret).loads(value)
+        payload = _serializer(secret, salt).loads(value)
     except BadSignature:
         raise NotFound("This link is not valid.", field="token") from None
     if not (isinstance(payload, list) and len(payload) == 4 and all(isinstance(v, int) for v in payload)):
@@ -63,6 +64,11 @@ def read_token(secret: bytes, value: str) -> LinkToken:
 def unsubscribe_url(base_url: str, token: str) -> str:
     """The one-click (RFC 8058 POST) and footer unsubscribe address."""
     return f"{base_url.rstrip('/')}/u/{token}"
+
+
+def confirm_url(base_url: str, token: str) -> str:
+    """The page where the recipient of a consent request gives (confirms, refreshes) the consent."""
+    return f"{base_url.rstrip('/')}/confirm/{token}"
 
 
 def preferences_url(base_url: str, token: str) -> str:

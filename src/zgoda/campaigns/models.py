@@ -23,6 +23,15 @@ class CampaignStatus(StrEnum):
     CANCELLED = "cancelled"
 
 
+class CampaignKind(StrEnum):
+    """What a campaign is for: marketing to those who agreed, or asking for (or re-confirming) that agreement."""
+
+    MARKETING = "marketing"
+    CONSENT_REQUEST = (
+        "consent_request"  # double opt-in, re-permission, refresh before expiry (docs/consent-requests.md)
+    )
+
+
 class SendStatus(StrEnum):
     PENDING = "pending"  # in the audience, not yet decided
     SENDING = "sending"  # claimed by a worker (a lease); no final dot written yet
@@ -60,7 +69,7 @@ class Campaign(TenantMixin, Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(120))
-    kind: Mapped[str] = mapped_column(String(24), default="marketing")  # or "consent_request" (re-permission)
+    kind: Mapped[str] = mapped_column(String(24), default=CampaignKind.MARKETING)
     status: Mapped[str] = mapped_column(String(16), default=CampaignStatus.DRAFT)
     purpose_id: Mapped[int] = mapped_column(ForeignKey("purposes.id", ondelete="RESTRICT"))
     list_id: Mapped[int | None] = mapped_column(ForeignKey("contact_lists.id", ondelete="RESTRICT"), default=None)

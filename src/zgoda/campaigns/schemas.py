@@ -61,6 +61,11 @@ class CampaignCreate(StrictInput):
     from_email: str = Field(min_length=3, max_length=320)
     reply_to: str | None = Field(default=None, max_length=320)
     language: Literal["pl", "en"] | None = Field(default=None, description="The footer's language.")
+    kind: Literal["marketing", "consent_request"] = Field(
+        default="marketing",
+        description="consent_request asks for the purpose's consent (double opt-in, re-permission, refresh): "
+        "it also reaches pending contacts, and every message shows the notice with a confirmation link.",
+    )
 
 
 class ProgressOut(BaseModel):

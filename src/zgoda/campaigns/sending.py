@@ -47,13 +47,13 @@ from zgoda.audiences.models import ListMember
 from zgoda.audit import service as audit
 from zgoda.campaigns import links
 from zgoda.campaigns.domains import signer_for
-from zgoda.campaigns.footer import FooterContext
+from zgoda.campaigns.footer import ConsentAsk, FooterContext
 from zgoda.campaigns.message import compose_message
-from zgoda.campaigns.models import Campaign, CampaignStatus, Send, SendStatus
+from zgoda.campaigns.models import Campaign, CampaignKind, CampaignStatus, Send, SendStatus
 from zgoda.campaigns.rendering import CompiledTemplate, RenderedParts, compile_template
 from zgoda.campaigns.service import contact_merge_values, merge_fields, merge_values, sender_identity
 from zgoda.campaigns.tracking import add_tracking, tracking_consents
-from zgoda.consent.models import Purpose, Source
+from zgoda.consent.models import Notice, Purpose, Source
 from zgoda.contacts.models import Contact
 from zgoda.core import tcp_hold
 from zgoda.core.clock import utcnow
@@ -179,6 +179,7 @@ class CampaignContext:
     unsubscribe_mailto: bool
     provider: str
     rate_per_second: float | None
+    ask: tuple[str, str] | None = None  # a consent request's notice: title and text
 
 
 def campaign_context(session: Session, campaign: Campaign, settings: Settings) -> CampaignContext:
@@ -199,6 +200,12 @@ def campaign_context(session: Session, campaign: Campaign, settings: Settings) -
     secret = settings.resolved_secret_key()
     sending = (workspace.settings or {}).get("sending") or {}
     rate = sending.get("rate_per_second")
+    ask = None
+    if campaign.kind == CampaignKind.CONSENT_REQUEST:
+        notice = session.get(Notice, content.get("notice_id"))
+        if notice is None or notice.purpose_id != purpose.id:
+            raise InvalidInput("This consent request has no notice to show; start it again.", field="notice_id")
+        ask = (notice.title, notice.text)
     return CampaignContext(
         campaign_id=campaign.id,
         workspace_id=workspace.id,
@@ -223,6 +230,7 @@ def campaign_context(session: Session, campaign: Campaign, settings: Settings) -
         unsubscribe_mailto=settings.unsubscribe_mailto,
         provider=settings.smtp_provider,
         rate_per_second=float(rate) if isinstance(rate, int | float) and rate > 0 else None,
+        ask=ask,
     )
 
 
@@ -276,17 +284,21 @@ def recipient_for(
 def build_message(ctx: CampaignContext, recipient: Recipient) -> OutgoingMessage:
     """Render, add the footer and the headers, and sign one message."""
     ref = links.new_send_ref()
-    token = links.make_token(
-        ctx.secret,
-        links.LinkToken(
-            workspace_id=ctx.workspace_id,
-            contact_id=recipient.contact_id,
-            purpose_id=ctx.purpose_id,
-            send_id=recipient.send_id,
-        ),
+    link = links.LinkToken(
+        workspace_id=ctx.workspace_id,
+        contact_id=recipient.contact_id,
+        purpose_id=ctx.purpose_id,
+        send_id=recipient.send_id,
     )
+    token = links.make_token(ctx.secret, link)
     unsubscribe = links.unsubscribe_url(ctx.base_url, token)
     source_id = recipient.source_id
+    ask = None
+    if ctx.ask is not None:
+        confirm = links.make_token(ctx.secret, link, salt=links.CONSENT_REQUEST_SALT)
+        ask = ConsentAsk(
+            notice_title=ctx.ask[0], notice_text=ctx.ask[1], confirm_url=links.confirm_url(ctx.base_url, confirm)
+        )
     footer = FooterContext(
         sender_name=ctx.sender_name,
         postal_address=ctx.postal_address,
@@ -295,6 +307,7 @@ def build_message(ctx: CampaignContext, recipient: Recipient) -> OutgoingMessage
         unsubscribe_url=unsubscribe,
         preferences_url=links.preferences_url(ctx.base_url, token),
         language=ctx.language,
+        ask=ask,
     )
     parts = ctx.compiled.render(
         contact=recipient.merge_values,
@@ -560,7 +573,11 @@ def _claim_and_decide(
         if ctx is None:
             ctx = campaign_context(session, campaign, settings)
         audience = audience_for(
-            session, purpose_id=campaign.purpose_id, list_id=campaign.list_id, segment_id=campaign.segment_id
+            session,
+            purpose_id=campaign.purpose_id,
+            list_id=campaign.list_id,
+            segment_id=campaign.segment_id,
+            consent_request=campaign.kind == CampaignKind.CONSENT_REQUEST,
         )
         return ctx, _decide(session, audience, claimed, worker, outcome)
 

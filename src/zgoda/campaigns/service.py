@@ -20,10 +20,10 @@ from zgoda.accounts import service as accounts
 from zgoda.accounts.models import Workspace
 from zgoda.audiences import service as audiences
 from zgoda.audit import service as audit
-from zgoda.campaigns.models import Campaign, CampaignStatus, Send, SendStatus, Template
+from zgoda.campaigns.models import Campaign, CampaignKind, CampaignStatus, Send, SendStatus, Template
 from zgoda.campaigns.rendering import CompiledTemplate, compile_template
 from zgoda.consent import purposes
-from zgoda.consent.models import Channel, Purpose
+from zgoda.consent.models import Channel, Notice, Purpose
 from zgoda.contacts.models import Contact
 from zgoda.core.clock import utcnow
 from zgoda.core.errors import Conflict, InvalidInput, NotFound
@@ -210,8 +210,13 @@ def create_campaign(
     segment_id: int | None = None,
     reply_to: str | None = None,
     language: str | None = None,
+    kind: str = CampaignKind.MARKETING,
 ) -> Campaign:
-    """A draft campaign to a list or a segment, for one email purpose."""
+    """A draft campaign to a list or a segment, for one email purpose.
+
+    A ``consent_request`` campaign asks for that purpose's consent (double opt-in, re-permission,
+    refresh): it needs the purpose's notice in the campaign's language, which every message shows.
+    """
     name = _check_name(name, "campaign")
     if session.scalar(select(Campaign.id).where(Campaign.name == name)) is not None:
         raise Conflict(f"A campaign named '{name}' already exists.", field="name")
@@ -230,8 +235,13 @@ def create_campaign(
         raise InvalidInput(f"The footer language is one of {', '.join(LANGUAGES)}.", field="language")
     if not from_name.strip() or len(from_name) > 200:
         raise InvalidInput("A sender name is 1-200 characters.", field="from_name")
+    if kind not in set(CampaignKind):
+        raise InvalidInput(f"A campaign's kind is one of {', '.join(CampaignKind)}, not {kind!r}.", field="kind")
+    if kind == CampaignKind.CONSENT_REQUEST:
+        consent_request_notice(session, purpose, language)
     campaign = Campaign(
         name=name,
+        kind=str(kind),
         purpose_id=purpose.id,
         list_id=list_id,
         segment_id=segment_id,
@@ -249,9 +259,21 @@ def create_campaign(
         action="campaign.create",
         object_type="campaign",
         object_id=campaign.id,
-        summary={"name": name, "purpose": purpose.key, "list_id": list_id, "segment_id": segment_id},
+        summary={"name": name, "kind": str(kind), "purpose": purpose.key, "list_id": list_id, "segment_id": segment_id},
     )
     return campaign
+
+
+def consent_request_notice(session: Session, purpose: Purpose, language: str) -> Notice:
+    """The notice a consent request shows and records (the purpose's newest in ``language``), or a clear error."""
+    notice = purposes.current_notice(session, purpose_id=purpose.id, language=language)
+    if notice is None:
+        raise InvalidInput(
+            f"A consent request shows the exact text it asks consent to, and purpose '{purpose.key}' has no notice "
+            f"in '{language}'. Add one to the purpose first.",
+            field="purpose",
+        )
+    return notice
 
 
 def get_campaign(session: Session, *, campaign_id: int, field: str = "campaign_id") -> Campaign:
@@ -289,6 +311,10 @@ def check_sendable(session: Session, campaign: Campaign, *, fields: Sequence[str
     every contact's attributes).
     """
     _check_workspace_may_send(session, campaign)
+    if campaign.kind == CampaignKind.CONSENT_REQUEST:
+        purpose = session.get(Purpose, campaign.purpose_id)
+        assert purpose is not None
+        consent_request_notice(session, purpose, campaign.language)
     template = get_template(session, template_id=campaign.template_id)
     try:
         return _compile(session, subject=template.subject, html=template.html, text_part=template.text, fields=fields)
@@ -366,7 +392,7 @@ def start_campaign(session: Session, campaign: Campaign) -> None:
     check_sendable(session, campaign, fields=fields)
     template = get_template(session, template_id=campaign.template_id)
     now = utcnow()
-    campaign.content = {
+    content: dict[str, Any] = {
         "template_id": template.id,
         "template_name": template.name,
         "subject": template.subject,
@@ -374,6 +400,11 @@ def start_campaign(session: Session, campaign: Campaign) -> None:
         "text": template.text,
         "merge_fields": fields,
     }
+    if campaign.kind == CampaignKind.CONSENT_REQUEST:  # the text every message shows and every answer records
+        purpose = session.get(Purpose, campaign.purpose_id)
+        assert purpose is not None
+        content["notice_id"] = consent_request_notice(session, purpose, campaign.language).id
+    campaign.content = content
     campaign.status = CampaignStatus.SENDING
     campaign.started_at = now
     campaign.updated_at = now
@@ -532,6 +563,7 @@ def progress(session: Session, *, campaign_id: int) -> dict[str, Any]:
     total = sum(counts.values())
     return {
         "campaign": campaign.name,
+        "kind": campaign.kind,
         "status": campaign.status,
         "total": total,
         "sent": counts[SendStatus.SENT],

@@ -17,7 +17,7 @@ from zgoda.audiences.views import preview_context
 from zgoda.campaigns import domains, settings_service
 from zgoda.campaigns import service as campaigns
 from zgoda.campaigns.api import domain_out
-from zgoda.campaigns.models import Campaign, CampaignStatus
+from zgoda.campaigns.models import Campaign, CampaignKind, CampaignStatus
 from zgoda.campaigns.schemas import TemplateCreate
 from zgoda.consent import purposes
 from zgoda.consent.models import Channel
@@ -231,6 +231,7 @@ def campaign_create(
     from_email: FormLine = "",
     reply_to: FormLine = "",
     language: FormLine = "",
+    kind: FormLine = "marketing",
     ctx: RequestContext = require("campaigns.manage"),
 ) -> Response:
     """Create a draft campaign; errors re-render the form naming the field."""
@@ -243,6 +244,7 @@ def campaign_create(
         "from_email": from_email,
         "reply_to": reply_to,
         "language": language,
+        "kind": kind,
     }
     try:
         list_id, segment_id = _audience(audience)
@@ -260,6 +262,7 @@ def campaign_create(
             segment_id=segment_id,
             reply_to=blank_to_none(reply_to),
             language=blank_to_none(language),
+            kind=kind or "marketing",
         )
     except ZgodaError as error:  # NotFound included: a stale choice in the form is a form error here
         errors = field_errors(error)
@@ -287,7 +290,13 @@ def _campaign_page(
     )
     preview: dict[str, Any] = {"exclusion_labels": EXCLUSION_LABELS}
     if campaign.status in (CampaignStatus.DRAFT, CampaignStatus.SCHEDULED):
-        preview = preview_context(ctx, purpose=purpose.key, list_id=campaign.list_id, segment_id=campaign.segment_id)
+        preview = preview_context(
+            ctx,
+            purpose=purpose.key,
+            list_id=campaign.list_id,
+            segment_id=campaign.segment_id,
+            consent_request=campaign.kind == CampaignKind.CONSENT_REQUEST,
+        )
     done = request.query_params.get("done", "")
     extra.setdefault("values", {})
     return render(

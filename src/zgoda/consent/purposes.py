@@ -250,3 +250,11 @@ def resolve_notice(
     if language and notice.language != language:
         raise InvalidInput(f"Notice {notice.id} is in '{notice.language}', not '{language}'.", field="language")
     return notice
+
+
+def current_notice(session: Session, *, purpose_id: int, language: str) -> Notice | None:
+    """The newest notice of a purpose in ``language`` (``pl`` also finds ``pl-PL``); None if it has none."""
+    notices = session.scalars(
+        select(Notice).where(Notice.purpose_id == purpose_id).order_by(Notice.version.desc(), Notice.id.desc())
+    )
+    return next((n for n in notices if n.language == language or n.language.startswith(f"{language}-")), None)

@@ -1,5 +1,6 @@
-"""The demo's audiences and a ready campaign: a list (some members lack consent, so the gate has work),
-a segment, a template with merge fields, a DKIM key for the sending domain, and a draft campaign."""
+"""The demo's audiences and ready campaigns: a list (some members lack consent, so the gate has work),
+a segment, a template with merge fields, a DKIM key for the sending domain, a draft campaign, and a
+draft consent request (double opt-in for the list's pending sign-ups, refresh for the others)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,19 @@ from zgoda.audiences import service as audiences
 from zgoda.audiences.models import ContactList
 from zgoda.campaigns import domains
 from zgoda.campaigns import service as campaigns
-from zgoda.campaigns.models import Campaign, SendingDomain
+from zgoda.campaigns.models import Campaign, CampaignKind, SendingDomain
 from zgoda.contacts.models import Contact
 
 DEMO_DOMAIN = "kawiarnia.zgoda.example"
 LIST_NAME = "Newsletter: klienci sklepu"
 CAMPAIGN_NAME = "Karta zimowa 2026"
+CONSENT_REQUEST_NAME = "Potwierdź zapis na newsletter"
+CONFIRMATION_HTML = """<!doctype html>
+<html lang="pl"><body>
+  <h1>Dzień dobry{% if contact.first_name %}, {{ contact.first_name }}{% endif %}!</h1>
+  <p>Ktoś (mamy nadzieję, że Ty) zapisał ten adres do newslettera {{ workspace.name }}, albo Twoja zgoda
+  wymaga odświeżenia. Wyślemy Ci coś dopiero, gdy potwierdzisz to przyciskiem poniżej.</p>
+</body></html>"""
 TEMPLATE_HTML = """<!doctype html>
 <html lang="pl"><head><style>
   body { font-family: Georgia, serif; color: #2b2118; }
@@ -70,6 +78,23 @@ def seed_campaigns(session: Session, *, secret: bytes) -> tuple[str, str] | None
         from_name="Kawiarnia Zgoda",
         from_email=f"newsletter@{DEMO_DOMAIN}",
         reply_to=f"kontakt@{DEMO_DOMAIN}",
+        list_id=contact_list.id,
+        language="pl",
+    )
+    confirmation = campaigns.create_template(
+        session,
+        name="Potwierdzenie zapisu",
+        subject="Potwierdź zapis do newslettera {{ workspace.name }}",
+        html=CONFIRMATION_HTML,
+    )
+    campaigns.create_campaign(
+        session,
+        name=CONSENT_REQUEST_NAME,
+        kind=CampaignKind.CONSENT_REQUEST,
+        purpose_key="email_marketing",
+        template_id=confirmation.id,
+        from_name="Kawiarnia Zgoda",
+        from_email=f"newsletter@{DEMO_DOMAIN}",
         list_id=contact_list.id,
         language="pl",
     )

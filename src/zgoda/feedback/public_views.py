@@ -1,4 +1,5 @@
-"""Subject-facing pages: one-click unsubscribe (RFC 8058), the unsubscribe page and the preference centre.
+"""Subject-facing pages: one-click unsubscribe (RFC 8058), the unsubscribe page, the preference centre, and
+the confirmation page of consent requests (double opt-in, re-permission).
 
 No login, no cookies: the signed token in the address is the credential. A ``GET`` never changes
 anything (mail scanners follow links); the one-click ``POST`` answers 200 with no redirect.
@@ -39,6 +40,14 @@ TEXTS: dict[str, dict[str, str]] = {
         "invalid_title": "Link jest nieprawidłowy",
         "invalid_lead": "Ten link nie działa. Skopiuj cały adres z wiadomości albo napisz do nadawcy.",
         "address": "Adres",
+        "confirm_title": "Potwierdź zgodę",
+        "confirm_lead": "{controller} prosi o Twoją zgodę w celu: {purpose}. Oto jej pełna treść:",
+        "notice_version": "wersja {version}",
+        "agree_button": "Tak, zgadzam się",
+        "confirm_ignore": "Jeśli się nie zgadzasz, zamknij tę stronę: nic się nie zmieni.",
+        "confirmed_lead": "Dziękujemy. Zgodę w celu „{purpose}” dla {controller} zapisano {when}. "
+        "Możesz ją wycofać w każdej chwili linkiem w stopce każdej wiadomości.",
+        "already_confirmed": "Zgoda w celu „{purpose}” dla {controller} jest już zapisana. Nic więcej nie trzeba.",
     },
     "en": {
         "unsubscribe_title": "Unsubscribe",
@@ -57,6 +66,14 @@ TEXTS: dict[str, dict[str, str]] = {
         "invalid_title": "This link is not valid",
         "invalid_lead": "This link does not work. Copy the whole address from the message, or write to the sender.",
         "address": "Address",
+        "confirm_title": "Confirm your consent",
+        "confirm_lead": "{controller} asks for your consent to: {purpose}. Its full text:",
+        "notice_version": "version {version}",
+        "agree_button": "Yes, I agree",
+        "confirm_ignore": "If you do not agree, close this page: nothing changes.",
+        "confirmed_lead": "Thank you. Your consent to “{purpose}” for {controller} was recorded {when}. "
+        "You can withdraw it at any time with the link in every message's footer.",
+        "already_confirmed": "Your consent to “{purpose}” for {controller} is already recorded. Nothing more to do.",
     },
 }
 
@@ -81,8 +98,8 @@ def _resolve(request: Request, session: Session, settings: Settings, token: str)
         return _page(request, "invalid.html", _language(request, "pl"), status_code=404)
 
 
-def _form_token(settings: Settings, token: str) -> str:
-    return keyed_hash(settings.resolved_secret_key(), "preferences-form", token)
+def _form_token(settings: Settings, token: str, use: str = "preferences-form") -> str:
+    return keyed_hash(settings.resolved_secret_key(), use, token)
 
 
 def _preferences(
@@ -207,3 +224,64 @@ def preferences_save(
         page_url=str(request.url),
     )
     return _preferences(request, session, settings, subject, token, saved=changed)
+
+
+def _consent_request(
+    request: Request, session: Session, settings: Settings, token: str
+) -> subjects.ConsentRequest | HTMLResponse:
+    try:
+        return subjects.consent_request(session, settings.resolved_secret_key(), token)
+    except NotFound:
+        return _page(request, "invalid.html", _language(request, "pl"), status_code=404)
+
+
+def _confirm_page(
+    request: Request, settings: Settings, asked: subjects.ConsentRequest, token: str, *, recorded: str | None
+) -> HTMLResponse:
+    return _page(
+        request,
+        "confirm.html",
+        _language(request, asked.campaign.language),
+        asked=asked,
+        token=token,
+        form_token=_form_token(settings, token, "consent-request-form"),
+        controller=subjects.controller_name(asked.subject.workspace),
+        recorded=recorded,
+    )
+
+
+@router.get("/confirm/{token}", response_class=HTMLResponse)
+@public("the confirmation link of a consent request (double opt-in, re-permission); the signed token is the credential")
+def confirm_page(
+    request: Request,
+    token: str,
+    session: Session = Depends(get_session),
+    settings: Settings = Depends(get_settings_dep),
+) -> Response:
+    """The notice asked about, in full, and one button that agrees; a GET changes nothing (scanners follow links)."""
+    asked = _consent_request(request, session, settings, token)
+    if isinstance(asked, HTMLResponse):
+        return asked
+    return _confirm_page(request, settings, asked, token, recorded=None)
+
+
+@router.post("/confirm/{token}", response_class=HTMLResponse)
+@public("the consent request page's button; the signed token and a form token bound to it authenticate it")
+def confirm(
+    request: Request,
+    token: str,
+    form: FormData = Depends(request_form),
+    session: Session = Depends(get_session),
+    settings: Settings = Depends(get_settings_dep),
+) -> Response:
+    """Record the consent (confirm, refresh or grant, method ``double_opt_in``) with the page's evidence."""
+    asked = _consent_request(request, session, settings, token)
+    if isinstance(asked, HTMLResponse):
+        return asked
+    if not constant_time_equal(str(form.get("form_token") or ""), _form_token(settings, token, "consent-request-form")):
+        raise CsrfFailed("This form has expired. Open the link from the message again.")
+    event = subjects.give_consent(
+        asked, session, user_agent=request.headers.get("user-agent"), ip=client_ip(request), page_url=str(request.url)
+    )
+    recorded = None if event is None else event.occurred_at.strftime("%Y-%m-%d %H:%M UTC")
+    return _confirm_page(request, settings, asked, token, recorded=recorded)

@@ -17,10 +17,19 @@ from sqlalchemy.orm import Session
 
 from zgoda.accounts import service as accounts
 from zgoda.accounts.models import Workspace
-from zgoda.campaigns.links import LinkToken, read_token
-from zgoda.campaigns.models import Send
+from zgoda.campaigns.links import CONSENT_REQUEST_SALT, UNSUBSCRIBE_SALT, LinkToken, read_token
+from zgoda.campaigns.models import Campaign, CampaignKind, Send
 from zgoda.consent import ledger
-from zgoda.consent.models import Channel, ConsentState, ConsentStatus, EventType, Method, Notice, Purpose
+from zgoda.consent.models import (
+    Channel,
+    ConsentEvent,
+    ConsentState,
+    ConsentStatus,
+    EventType,
+    Method,
+    Notice,
+    Purpose,
+)
 from zgoda.contacts.models import Contact
 from zgoda.core.errors import NotFound
 from zgoda.core.tenancy import Actor, bind_scope, unscoped
@@ -39,9 +48,9 @@ class Subject:
     send: Send
 
 
-def resolve(session: Session, secret: bytes, value: str) -> Subject:
+def resolve(session: Session, secret: bytes, value: str, *, salt: str = UNSUBSCRIBE_SALT) -> Subject:
     """The subject of a link; a forged token, or one naming rows that do not match, is a 404."""
-    token = read_token(secret, value)
+    token = read_token(secret, value, salt=salt)
     bind_scope(session, workspace_id=None, actor=Actor(label="subject", via="public"))
     with unscoped(session):
         workspace = session.get(Workspace, token.workspace_id)
@@ -168,3 +177,93 @@ def controller_name(workspace: Workspace) -> str:
     """Who the subject deals with: the controller's legal name, or the workspace's name."""
     controller: dict[str, Any] = accounts.controller_of(workspace) or {}
     return str(controller.get("legal_name") or workspace.name)
+
+
+@dataclass(frozen=True)
+class ConsentRequest:
+    """A consent request's link: who, which campaign, the notice it asked with, and where the consent stands."""
+
+    subject: Subject
+    campaign: Campaign
+    notice: Notice
+    status: str  # the subject's consent status for the purpose now
+    answered: bool  # already given through this very message
+
+
+def consent_request(session: Session, secret: bytes, value: str) -> ConsentRequest:
+    """What a confirmation link asks; a forged link, or one of a campaign that asks nothing, is a 404."""
+    subject = resolve(session, secret, value, salt=CONSENT_REQUEST_SALT)
+    campaign = session.get(Campaign, subject.send.campaign_id)
+    notice_id = (campaign.content or {}).get("notice_id") if campaign is not None else None
+    notice = session.get(Notice, notice_id) if isinstance(notice_id, int) else None
+    if (
+        campaign is None
+        or campaign.kind != CampaignKind.CONSENT_REQUEST
+        or campaign.purpose_id != subject.purpose.id
+        or notice is None
+    ):
+        raise NotFound("This link is not valid.", field="token")
+    state = session.scalar(
+        select(ConsentState).where(
+            ConsentState.contact_id == subject.contact.id, ConsentState.purpose_id == subject.purpose.id
+        )
+    )
+    status = ConsentStatus.NONE.value if state is None else state.status
+    if state is not None and state.status == ConsentStatus.GRANTED and state.expires_at is not None:
+        from zgoda.core.clock import utcnow
+
+        if state.expires_at <= utcnow():
+            status = ConsentStatus.EXPIRED.value
+    answered = False
+    if state is not None and status == ConsentStatus.GRANTED:
+        reference = session.scalar(select(ConsentEvent.reference).where(ConsentEvent.id == state.event_id))
+        answered = reference == _reference(subject)
+    return ConsentRequest(subject=subject, campaign=campaign, notice=notice, status=status, answered=answered)
+
+
+def _reference(subject: Subject) -> str:
+    return f"send:{subject.send.id}"
+
+
+def give_consent(
+    request: ConsentRequest,
+    session: Session,
+    *,
+    user_agent: str | None,
+    ip: str | None,
+    page_url: str,
+) -> ConsentEvent | None:
+    """Record the subject's yes, with the notice the message and the page showed (method ``double_opt_in``).
+
+    A pending double opt-in becomes a ``confirm``, a consent still granted a ``refresh``, anything
+    else (withdrawn or expired since the message went out) a new ``grant``: the page shows the
+    notice's full text and the subject pressed the button, from the address the message reached.
+    Pressing it again for the same message records nothing (None).
+    """
+    if request.answered:
+        return None
+    subject = request.subject
+    bind_scope(
+        session, workspace_id=subject.workspace.id, actor=Actor(label="subject:consent_request", via="public", ip=ip)
+    )
+    event_type = {
+        ConsentStatus.PENDING.value: EventType.CONFIRM,
+        ConsentStatus.GRANTED.value: EventType.REFRESH,
+    }.get(request.status, EventType.GRANT)
+    return ledger.record_event(
+        session,
+        ledger.NewEvent(
+            contact=subject.contact,
+            purpose=subject.purpose,
+            event_type=event_type,
+            method=Method.DOUBLE_OPT_IN,
+            notice=request.notice,
+            evidence=ledger.Evidence(
+                ip=ip,
+                user_agent=(user_agent or "")[:300] or None,
+                page_url=page_url,
+                note=f"Confirmation link of campaign '{request.campaign.name}' (send {subject.send.ref}).",
+            ),
+            reference=_reference(subject),
+        ),
+    )
