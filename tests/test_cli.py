@@ -113,3 +113,26 @@ def test_the_demo_has_a_ready_campaign_and_a_sent_one_with_its_feedback(cli_env:
     code, output = invoke("suppression", "list", "--workspace", "demo", "--json")
     reasons = sorted(entry["reason"] for entry in json.loads(output)["entries"])
     assert reasons == ["complaint", "hard_bounce"]  # from a real DSN and a real ARF report, parsed and applied
+
+
+def test_the_demo_consent_request_asks_pending_and_granted_contacts_with_a_confirmation_link(
+    cli_env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from zgoda.delivery.sink import SmtpSink
+
+    assert invoke("demo")[0] == 0
+    code, output = invoke("campaign", "list", "--workspace", "demo", "--json")
+    listed = {c["campaign"]: c for c in json.loads(output)}
+    assert listed["Potwierdź zapis na newsletter"]["kind"] == "consent_request"
+    with SmtpSink(tmp_path / "sink") as sink:
+        monkeypatch.setenv("ZGODA_SMTP_PORT", str(sink.port))
+        get_settings.cache_clear()
+        command = ("campaign", "send", "Potwierdź zapis na newsletter", "--workspace", "demo", "--wait", "--json")
+        code, output = invoke(*command)
+        assert code == 0, output
+        outcome = json.loads(output)
+    assert outcome["sent"] > 0 and outcome["sent"] == sink.received
+    assert outcome["refused_by_reason"].get("no_consent", 0) > 0  # nobody without consent is asked
+    assert "consent_pending" not in outcome["refused_by_reason"]  # the pending sign-ups are whom it is for
+    bodies = [path.read_bytes() for path in (tmp_path / "sink" / "new").iterdir()]
+    assert all(b"/confirm/" in body for body in bodies)
