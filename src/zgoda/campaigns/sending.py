@@ -782,13 +782,7 @@ class _Pipeline:
         for thread in self._builders:
             thread.join()
         self._drain_recipients()
-        while True:
-            try:
-                item = self._ready.get_nowait()
-            except queue.Empty:
-                break
-            if item is not None:
-                self._set_aside(item[0].send_id, done=True)
+        self._drain(self._ready, lambda item: item[0].send_id)  # (recipient, message) pairs built, never sent
         for _ in self._senders:
             self._ready.put(None)
         for thread in self._senders:
@@ -802,15 +796,19 @@ class _Pipeline:
                 log.exception("could not give back %d unsent sends", len(self._unsent))
 
     def _drain_recipients(self) -> None:
+        self._drain(self._recipients, lambda recipient: recipient.send_id, stop_marks_done=True)
+
+    def _drain(self, source: queue.Queue[Any], send_id: Callable[[Any], int], *, stop_marks_done: bool = False) -> None:
+        """Empty a queue, setting aside the send of every item in it (each one a recipient not finished)."""
         while True:
             try:
-                item = self._recipients.get_nowait()
+                item = source.get_nowait()
             except queue.Empty:
                 return
-            if item is None:
+            if item is not None:
+                self._set_aside(send_id(item), done=True)
+            elif stop_marks_done:
                 self._recipients.task_done()
-            else:
-                self._set_aside(item.send_id, done=True)
 
     def _set_aside(self, send_id: int, *, done: bool) -> None:
         """A send the run will not make after all (it is stopping): given back at shutdown."""
