@@ -27,13 +27,15 @@ from zgoda.contacts import service as contacts
 from zgoda.contacts.models import Contact
 from zgoda.core.clock import utcnow
 from zgoda.core.db import Database
-from zgoda.core.errors import InvalidInput
+from zgoda.core.errors import Conflict, InvalidInput
 from zgoda.core.settings import Settings
 from zgoda.delivery.sink import SmtpSink
 from zgoda.delivery.transport import SmtpSettings
+from zgoda.feedback.subject import CONFIRMATION_DAYS
 
 NOTICE_TEXT = (
-    "Zgadzam się na otrzymywanie newslettera Kawiarni Pod Zegarem e-mailem.\nZgodę mogę wycofać w każdej chwili."
+    "Zgadzam się na otrzymywanie newslettera Kawiarni Pod Zegarem e-mailem & <b>ofert</b>.\n"
+    "Zgodę mogę wycofać w każdej chwili."
 )
 
 
@@ -142,14 +144,18 @@ def test_every_message_shows_the_notice_and_a_confirmation_link_the_template_can
         html = message.get_body(("html",)).get_content()  # type: ignore[union-attr]
         text = message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
         assert "Zgadzam się na otrzymywanie newslettera" in html and "Zgadzam się na otrzymywanie newslettera" in text
+        assert "e-mailem &amp; &lt;b&gt;ofert&lt;/b&gt;." in html and "<b>ofert" not in html  # the text, escaped
+        assert "e-mailem & <b>ofert</b>." in text
         assert 'href="https://zgoda.example.com/confirm/' in html
-        assert "/confirm/" in _confirm_path(message)
+        assert len(_confirm_path(message)) > len("/confirm/") + 20  # a signed token follows
         assert message["List-Unsubscribe"].startswith("<https://zgoda.example.com/u/")  # still a footer and headers
     rows = {row.contact_id: row for row in session.scalars(select(Send).where(Send.campaign_id == campaign.id))}
     assert rows[who["pending"].id].status == SendStatus.SENT
     assert rows[who["expired"].id].reason == "consent_expired"
     session.refresh(campaign)
     assert (campaign.content or {})["notice_id"] == notice.id
+    with pytest.raises(Conflict):  # shown to people since the start: what they agree to cannot change
+        purposes.update_notice(session, notice_id=notice.id, title="Newsletter", text="Inna treść.")
 
 
 def test_the_link_confirms_a_pending_sign_up_with_evidence_and_once(
@@ -167,6 +173,7 @@ def test_the_link_confirms_a_pending_sign_up_with_evidence_and_once(
     page = client.get(path)
     assert page.status_code == 200
     assert "Zgodę mogę wycofać w każdej chwili." in page.text and 'id="agree"' in page.text
+    assert "&lt;b&gt;ofert&lt;/b&gt;" in page.text
     as_system(session, setup.workspace)
     assert _state(session, who["pending"]).status == "pending"  # a GET changes nothing
     assert client.post(path, data={}).status_code == 403  # no form token: a bare POST is not the page's button
@@ -183,10 +190,67 @@ def test_the_link_confirms_a_pending_sign_up_with_evidence_and_once(
     assert event.reference == f"send:{send.one().id}"
     evidence = session.get(ConsentEvidence, event.id)
     assert evidence is not None and evidence.user_agent == "Firefox/140" and evidence.page_url.endswith(path)
+    record(session, who["pending"], "withdraw")  # unsubscribed since: this old button gives nothing back
+    session.commit()
     again = client.post(path, data={"form_token": form_token.group(1)})
-    assert again.status_code == 200
+    assert again.status_code == 200 and 'id="done"' in again.text
     count = select(ConsentEvent.id).where(ConsentEvent.contact_id == who["pending"].id)
-    assert len(session.scalars(count).all()) == 2  # the pending grant and one confirmation
+    assert len(session.scalars(count).all()) == 3  # the pending grant, one confirmation, the withdrawal
+    assert _state(session, who["pending"]).status == "withdrawn"
+
+
+def test_a_consent_withdrawn_after_the_message_is_granted_anew_by_the_button(
+    db: Database,
+    session: Session,
+    settings: Settings,
+    sink: SmtpSink,
+    tmp_path: Path,
+    client: TestClient,
+    asking: tuple[SendingSetup, Campaign, dict[str, Contact], Notice],
+) -> None:
+    setup, campaign, who, notice = asking
+    _send(db, session, settings, sink, campaign.id)
+    path = _confirm_path(_messages(tmp_path / "maildir")[who["granted"].email])
+    as_system(session, setup.workspace)
+    record(session, who["granted"], "withdraw")
+    session.commit()
+    page = client.get(path)
+    form_token = re.search(r'name="form_token" value="([^"]+)"', page.text)
+    assert form_token is not None
+    assert client.post(path, data={"form_token": form_token.group(1)}).status_code == 200
+    as_system(session, setup.workspace)
+    state = _state(session, who["granted"])
+    event = session.get(ConsentEvent, state.event_id)
+    assert state.status == "granted" and event is not None
+    assert (event.event_type, event.method, event.notice_id) == ("grant", "double_opt_in", notice.id)
+
+
+def test_an_old_link_has_expired_and_records_nothing(
+    db: Database,
+    session: Session,
+    settings: Settings,
+    sink: SmtpSink,
+    tmp_path: Path,
+    client: TestClient,
+    asking: tuple[SendingSetup, Campaign, dict[str, Contact], Notice],
+) -> None:
+    setup, campaign, who, _ = asking
+    _send(db, session, settings, sink, campaign.id)
+    path = _confirm_path(_messages(tmp_path / "maildir")[who["pending"].email])
+    fresh = client.get(path)
+    form_token = re.search(r'name="form_token" value="([^"]+)"', fresh.text)
+    assert form_token is not None
+    as_system(session, setup.workspace)
+    send = session.scalars(select(Send).where(Send.campaign_id == campaign.id, Send.contact_id == who["pending"].id))
+    row = send.one()
+    assert row.sent_at is not None
+    row.sent_at = row.sent_at - timedelta(days=CONFIRMATION_DAYS + 1)
+    session.commit()
+    page = client.get(path)
+    assert page.status_code == 410 and 'id="expired"' in page.text and 'id="agree"' not in page.text
+    late = client.post(path, data={"form_token": form_token.group(1)})
+    assert late.status_code == 410
+    assert _state(session, who["pending"]).status == "pending"
 
 
 def test_the_link_refreshes_a_granted_consent(

@@ -228,6 +228,10 @@ def preview_segment(
 def preview_audience(body: AudiencePreviewIn, ctx: RequestContext = require("audiences.read")) -> AudiencePreviewOut:
     """For a list or a segment (exactly one) and a purpose: total, eligible, and excluded by reason."""
     result = audiences.preview_audience(
-        ctx.session, purpose_key=body.purpose, list_id=body.list_id, segment_id=body.segment_id
+        ctx.session,
+        purpose_key=body.purpose,
+        list_id=body.list_id,
+        segment_id=body.segment_id,
+        consent_request=body.consent_request,
     )
     return preview_out(body.purpose, result)

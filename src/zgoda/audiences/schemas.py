@@ -143,6 +143,9 @@ class AudiencePreviewIn(StrictInput):
     purpose: str = Field(min_length=1, max_length=64, description="The purpose key, e.g. email_marketing.")
     list_id: int | None = None
     segment_id: int | None = None
+    consent_request: bool = Field(
+        default=False, description="Count as a consent request would: pending double opt-ins are reached too."
+    )
 
 
 class AudiencePreviewOut(BaseModel):

@@ -403,7 +403,10 @@ def start_campaign(session: Session, campaign: Campaign) -> None:
     if campaign.kind == CampaignKind.CONSENT_REQUEST:  # the text every message shows and every answer records
         purpose = session.get(Purpose, campaign.purpose_id)
         assert purpose is not None
-        content["notice_id"] = consent_request_notice(session, purpose, campaign.language).id
+        notice = consent_request_notice(session, purpose, campaign.language)
+        content["notice_id"] = notice.id
+        if notice.first_used_at is None:  # shown to people from now on: immutable, like a notice a consent cites
+            notice.first_used_at = now
     campaign.content = content
     campaign.status = CampaignStatus.SENDING
     campaign.started_at = now

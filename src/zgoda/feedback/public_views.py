@@ -48,6 +48,8 @@ TEXTS: dict[str, dict[str, str]] = {
         "confirmed_lead": "Dziękujemy. Zgodę w celu „{purpose}” dla {controller} zapisano {when}. "
         "Możesz ją wycofać w każdej chwili linkiem w stopce każdej wiadomości.",
         "already_confirmed": "Zgoda w celu „{purpose}” dla {controller} jest już zapisana. Nic więcej nie trzeba.",
+        "confirm_expired": "Ten link wygasł. Jeśli chcesz dostawać wiadomości w celu „{purpose}” od {controller}, "
+        "zapisz się ponownie albo poczekaj na nową prośbę.",
     },
     "en": {
         "unsubscribe_title": "Unsubscribe",
@@ -74,6 +76,8 @@ TEXTS: dict[str, dict[str, str]] = {
         "confirmed_lead": "Thank you. Your consent to “{purpose}” for {controller} was recorded {when}. "
         "You can withdraw it at any time with the link in every message's footer.",
         "already_confirmed": "Your consent to “{purpose}” for {controller} is already recorded. Nothing more to do.",
+        "confirm_expired": "This link has expired. If you want messages for “{purpose}” from {controller}, "
+        "sign up again or wait for a new request.",
     },
 }
 
@@ -242,6 +246,7 @@ def _confirm_page(
         request,
         "confirm.html",
         _language(request, asked.campaign.language),
+        status_code=410 if asked.expired and not asked.answered else 200,
         asked=asked,
         token=token,
         form_token=_form_token(settings, token, "consent-request-form"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -18,7 +19,7 @@ from sqlalchemy.orm import Session
 from zgoda.accounts import service as accounts
 from zgoda.accounts.models import Workspace
 from zgoda.campaigns.links import CONSENT_REQUEST_SALT, UNSUBSCRIBE_SALT, LinkToken, read_token
-from zgoda.campaigns.models import Campaign, CampaignKind, Send
+from zgoda.campaigns.models import Campaign, CampaignKind, CampaignStatus, Send
 from zgoda.consent import ledger
 from zgoda.consent.models import (
     Channel,
@@ -187,7 +188,13 @@ class ConsentRequest:
     campaign: Campaign
     notice: Notice
     status: str  # the subject's consent status for the purpose now
-    answered: bool  # already given through this very message
+    answered: bool  # already given through this very message (whatever happened since)
+    expired: bool  # older than CONFIRMATION_DAYS, or its campaign was cancelled: it records nothing
+
+
+CONFIRMATION_DAYS = 30
+"""How long a consent request's link can give consent after its message went out. A yes weeks later
+from an old message is weak evidence; a new request is the way."""
 
 
 def consent_request(session: Session, secret: bytes, value: str) -> ConsentRequest:
@@ -201,24 +208,42 @@ def consent_request(session: Session, secret: bytes, value: str) -> ConsentReque
         or campaign.kind != CampaignKind.CONSENT_REQUEST
         or campaign.purpose_id != subject.purpose.id
         or notice is None
+        or subject.contact.restricted_at is not None  # processing restricted (Art. 18): no new consent recorded
     ):
         raise NotFound("This link is not valid.", field="token")
+    from zgoda.core.clock import utcnow
+
+    now = utcnow()
     state = session.scalar(
         select(ConsentState).where(
             ConsentState.contact_id == subject.contact.id, ConsentState.purpose_id == subject.purpose.id
         )
     )
     status = ConsentStatus.NONE.value if state is None else state.status
-    if state is not None and state.status == ConsentStatus.GRANTED and state.expires_at is not None:
-        from zgoda.core.clock import utcnow
-
-        if state.expires_at <= utcnow():
-            status = ConsentStatus.EXPIRED.value
-    answered = False
-    if state is not None and status == ConsentStatus.GRANTED:
-        reference = session.scalar(select(ConsentEvent.reference).where(ConsentEvent.id == state.event_id))
-        answered = reference == _reference(subject)
-    return ConsentRequest(subject=subject, campaign=campaign, notice=notice, status=status, answered=answered)
+    expires_at = state.expires_at if state is not None else None
+    if status == ConsentStatus.GRANTED and expires_at is not None and expires_at <= now:
+        status = ConsentStatus.EXPIRED.value
+    answered = (
+        session.scalar(
+            select(ConsentEvent.id)
+            .where(
+                ConsentEvent.contact_id == subject.contact.id,
+                ConsentEvent.reference == _reference(subject),
+                ConsentEvent.method == Method.DOUBLE_OPT_IN,
+            )
+            .limit(1)
+        )
+        is not None
+    )
+    sent_at = subject.send.sent_at
+    expired = (
+        campaign.status == CampaignStatus.CANCELLED
+        or sent_at is None
+        or now - sent_at > timedelta(days=CONFIRMATION_DAYS)
+    )
+    return ConsentRequest(
+        subject=subject, campaign=campaign, notice=notice, status=status, answered=answered, expired=expired
+    )
 
 
 def _reference(subject: Subject) -> str:
@@ -238,9 +263,10 @@ def give_consent(
     A pending double opt-in becomes a ``confirm``, a consent still granted a ``refresh``, anything
     else (withdrawn or expired since the message went out) a new ``grant``: the page shows the
     notice's full text and the subject pressed the button, from the address the message reached.
-    Pressing it again for the same message records nothing (None).
+    Pressing it again for the same message records nothing (None), whatever happened since; nor does
+    an expired link.
     """
-    if request.answered:
+    if request.answered or request.expired:
         return None
     subject = request.subject
     bind_scope(
