@@ -1218,6 +1218,18 @@ class _SentRows:
             f"AND EXISTS (SELECT 1 FROM {campaigns} WHERE id = {campaign_id:d} AND status = '{sending}')"
         )
         self.owned_sql = f"SELECT ref FROM {table} WHERE ref = {mark}"
+        # PostgreSQL: the whole group in one statement (arrays unnested), which names the rows it marked:
+        # one plan and one execution instead of one per row (measured: the group's UPDATE was two thirds
+        # of the group commit's time, and the group commit half of every connection's).
+        self.group_sql = (
+            f"UPDATE {table} AS s SET status = '{SendStatus.SENT.value}', ref = v.ref, consent_event_id = v.event_id, "
+            f"sent_at = %s, decided_at = %s, claimed_by = NULL, claimed_until = NULL "
+            f"FROM unnest(%s::bigint[], %s::text[], %s::bigint[]) AS v(id, ref, event_id) "
+            f"WHERE s.id = v.id AND s.workspace_id = %s AND s.claimed_by = %s "
+            f"AND s.status = '{SendStatus.SENDING.value}' "
+            f"AND EXISTS (SELECT 1 FROM {campaigns} WHERE id = {campaign_id:d} AND status = '{sending}') "
+            f"RETURNING s.ref"
+        )
         processor = Send.__table__.c.sent_at.type.bind_processor(dialect)
         self.to_database: Callable[[datetime], Any] = processor or (lambda value: value)
         self.sends_commit_first = dialect.name == "postgresql"
@@ -1252,17 +1264,10 @@ class _SentRows:
             connection = self._connection
             transaction = connection.begin()
         try:
-            matched = connection.exec_driver_sql(self.sql, rows).rowcount
-            if matched == len(rows) and connection.dialect.supports_sane_multi_rowcount:
-                written = _Written(owned=frozenset(m.ref for m in messages), campaign_stopped=False)
+            if self.sends_commit_first:
+                written = self._mark_group(connection, messages, now)
             else:
-                # Not every row matched: taken over by another worker, or the campaign stopped (even between
-                # two of the rows). Ours are exactly the rows that now carry our refs (refs are random).
-                owned: set[str] = set()
-                for message in messages:
-                    owned.update(connection.exec_driver_sql(self.owned_sql, (message.ref,)).scalars())
-                status = connection.exec_driver_sql(self.status_sql, (self.campaign_id,)).scalar()
-                written = _Written(owned=frozenset(owned), campaign_stopped=status != CampaignStatus.SENDING.value)
+                written = self._mark_rows(connection, messages, rows)
             with self.quiet.critical():
                 if self.sends_commit_first and not isinstance(bind, Connection):
                     self._commit_with_dots(connection, rows, written, dots)
@@ -1276,6 +1281,42 @@ class _SentRows:
                 transaction.rollback()
             raise
         return written
+
+    def _mark_group(self, connection: Connection, messages: list[OutgoingMessage], now: Any) -> _Written:
+        """PostgreSQL: one UPDATE for the group, which returns the refs of the rows it marked."""
+        driver: Any = connection.connection.dbapi_connection
+        parameters = (
+            now,
+            now,
+            [m.send_id for m in messages],
+            [m.ref for m in messages],
+            [m.consent_event_id for m in messages],
+            self.workspace_id,
+            self.worker,
+        )
+        with driver.cursor() as cursor:
+            cursor.execute(self.group_sql, parameters, prepare=True)
+            marked = frozenset(ref for (ref,) in cursor.fetchall())
+        stopped = False
+        if len(marked) < len(messages):  # taken over by another worker, or the campaign stopped
+            status = connection.exec_driver_sql(self.status_sql, (self.campaign_id,)).scalar()
+            stopped = status != CampaignStatus.SENDING.value
+        return _Written(owned=marked, campaign_stopped=stopped)
+
+    def _mark_rows(
+        self, connection: Connection, messages: list[OutgoingMessage], rows: list[tuple[Any, ...]]
+    ) -> _Written:
+        """Other databases: one UPDATE per row; when not every row matched, ours carry our refs."""
+        matched = connection.exec_driver_sql(self.sql, rows).rowcount
+        if matched == len(rows) and connection.dialect.supports_sane_multi_rowcount:
+            return _Written(owned=frozenset(m.ref for m in messages), campaign_stopped=False)
+        # Taken over by another worker, or the campaign stopped (even between two of the rows). Ours are
+        # exactly the rows that now carry our refs (refs are random).
+        owned: set[str] = set()
+        for message in messages:
+            owned.update(connection.exec_driver_sql(self.owned_sql, (message.ref,)).scalars())
+        status = connection.exec_driver_sql(self.status_sql, (self.campaign_id,)).scalar()
+        return _Written(owned=frozenset(owned), campaign_stopped=status != CampaignStatus.SENDING.value)
 
     def _commit_with_dots(
         self, connection: Connection, rows: list[tuple[Any, ...]], written: _Written, dots: _Dots
