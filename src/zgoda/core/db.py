@@ -102,6 +102,13 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> N
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA synchronous=NORMAL")
+    # A 32 MB page cache (the default is 2 MB) and a checkpoint every 10,000 WAL pages (40 MB; the default
+    # is 1,000): index and state pages written by batch after batch stay in memory, and are copied to the
+    # database file (and synced) a tenth as often. Recording 200,000 consent events in batches of 1,000:
+    # 4.50x -> 3.77x a plain insert (benchmarks/ledger.py, docs/benchmarks.md). No mmap: mapped pages
+    # would count in the resident memory that the import's memory limit is about.
+    cursor.execute("PRAGMA cache_size=-32000")
+    cursor.execute("PRAGMA wal_autocheckpoint=10000")
     cursor.close()
 
 
