@@ -39,3 +39,32 @@ def test_the_demo_campaign_reaches_the_sink_and_its_recipient_can_unsubscribe(pa
     subject.goto(link.group(1))
     subject.locator("#unsubscribe").click()
     expect(subject.locator("#done")).to_be_visible()
+
+
+@pytest.mark.browser
+def test_the_demo_consent_request_is_answered_in_the_browser(page: Page, live_server: str) -> None:
+    _sign_in(page, OWNER, DEMO_PASSWORD)
+    page.goto(f"/w/{DEMO_SLUG}/campaigns")
+    page.get_by_role("link", name="Potwierdź zapis na newsletter").click()
+    expect(page.locator("#campaign-kind")).to_contain_text("Consent request")
+    page.locator("#send-now button").click()
+    expect(page.locator("#campaign-status")).to_have_text("sent", timeout=60_000)
+    assert int(page.locator("#progress-sent").inner_text()) > 0
+
+    page.goto(f"/w/{DEMO_SLUG}/caught-mail")
+    request = page.locator("#caught-mail tbody tr", has_text="Potwierdź zapis").first
+    expect(request).to_be_visible()
+    request.locator("a").first.click()
+    text = page.locator("#message-text").inner_text()
+    link = re.search(r"(http://127\.0\.0\.1:\d+/confirm/\S+)", text)
+    assert link is not None, text
+
+    subject = page.context.new_page()  # the recipient: no staff session needed
+    subject.context.clear_cookies()
+    subject.goto(link.group(1))
+    expect(subject.locator("#notice")).to_be_visible()  # the notice's full text, before anything is recorded
+    subject.locator("#agree").click()
+    expect(subject.locator("#done")).to_be_visible()
+    subject.goto(link.group(1))  # the same link again: already recorded, no button
+    expect(subject.locator("#done")).to_be_visible()
+    expect(subject.locator("#agree")).to_have_count(0)
