@@ -91,6 +91,24 @@ def test_abandoned_message_is_never_delivered_and_the_next_one_is(server: Server
     assert server.recorder.opened == 2
 
 
+def test_a_held_dot_is_dropped_by_abandon_and_delivered_by_release(server: Server) -> None:
+    """The sender's commit protocol: a dot written held goes nowhere until released; abandoning drops it."""
+    dropped = SmtpConnection(server.settings())
+    assert isinstance(dropped.prepare(SENDER, "dropped@example.org", message("dropped")), Prepared)
+    dropped.write_dot(held=True)
+    dropped.abandon()  # the commit failed: the message must never arrive
+    server.recorder.wait(lambda: server.recorder.closed == 1)
+    assert server.recorder.messages == []
+
+    kept = SmtpConnection(server.settings())
+    assert isinstance(kept.prepare(SENDER, "kept@example.org", message("kept")), Prepared)
+    kept.write_dot(held=True)
+    kept.release_dot()
+    assert kept.verdict().accepted
+    kept.close()
+    assert [m.content for m in server.recorder.messages] == [message("kept")]
+
+
 def test_a_worker_killed_between_prepare_and_complete_sends_nothing(server: Server) -> None:
     """SIGKILL after the body but before the final dot: the kernel closes the socket, the server discards."""
     script = textwrap.dedent(
