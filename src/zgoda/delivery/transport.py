@@ -390,14 +390,14 @@ class SmtpConnection:
         self.write_dot()
         return self.verdict()
 
-    def write_dot(self, *, held: bool = False) -> None:
+    def write_dot(self, *, held: bool = False, drop_if_killed: bool = False) -> None:
         """Write the prepared message's final dot; ``verdict()`` then reads the server's answer.
 
         The sender calls this right after committing the message as sent, possibly from the thread
         that committed it while the connection's own thread waits (nothing else touches the socket
         then); a failed write is kept for ``verdict()`` to report. With ``held`` the dot stays in this
-        process's kernel buffer until ``release_dot()`` (a killed process's close still sends it; see
-        core/tcp_hold.py).
+        process's kernel buffer until ``release_dot()``: a killed process's close still sends it, unless
+        ``drop_if_killed`` (until ``keep_dot_if_killed()``); see core/tcp_hold.py.
         """
         if self._state is not _State.PREPARED or self._smtp is None:
             raise RuntimeError("Nothing is prepared on this connection.")
@@ -405,12 +405,17 @@ class SmtpConnection:
         sock = self._smtp.sock
         try:
             if sock is not None and not isinstance(sock, ssl.SSLSocket):
-                self._held = held and tcp_hold.hold(sock)
+                self._held = held and tcp_hold.hold(sock, drop_if_killed=drop_if_killed)
                 if _send_holding_gil(sock, DOT):
                     return
             self._smtp.send(DOT)
         except (OSError, smtplib.SMTPException) as error:
             self._dot_error = error
+
+    def keep_dot_if_killed(self) -> None:
+        """From now on a held dot goes out even if the process is killed (its socket closes gracefully)."""
+        if self._held and self._smtp is not None and self._smtp.sock is not None:
+            tcp_hold.keep_if_killed(self._smtp.sock)
 
     def release_dot(self) -> None:
         """Let a dot written ``held`` go out now."""
