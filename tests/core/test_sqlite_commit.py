@@ -25,6 +25,7 @@ def test_the_commit_is_durable_and_the_module_sees_no_transaction_left(tmp_path:
     writer.execute("BEGIN IMMEDIATE")
     writer.execute("INSERT INTO t VALUES (1)")
     assert reader.execute("SELECT count(*) FROM t").fetchone() == (0,)
+    assert sqlite_commit.ready(writer)
     assert sqlite_commit.commit_holding_gil(writer)
     assert not writer.in_transaction
     assert reader.execute("SELECT count(*) FROM t").fetchone() == (1,)
@@ -37,6 +38,7 @@ def test_the_commit_is_durable_and_the_module_sees_no_transaction_left(tmp_path:
 def test_what_it_cannot_handle_is_left_to_the_caller(tmp_path: Path) -> None:
     memory = sqlite3.connect(":memory:", isolation_level=None)
     memory.execute("BEGIN")
+    assert not sqlite_commit.ready(memory)
     assert not sqlite_commit.commit_holding_gil(memory)  # no file to check the handle against
     assert memory.in_transaction
     memory.close()

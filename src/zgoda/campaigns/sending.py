@@ -1343,9 +1343,10 @@ class _SentRows:
         60 kills, dots held and kept before a usual commit duplicated 2 to 4). A commit that fails
         drops the held dots (the connections are reset) and nothing is delivered.
         """
+        holding_gil = own_connection is not None and sqlite_commit.ready(own_connection)  # checked outside
         dots.write(written.owned, held=True, drop_if_killed=True)
         try:
-            if own_connection is None or not sqlite_commit.commit_holding_gil(own_connection):
+            if not (holding_gil and sqlite_commit.commit_holding_gil(own_connection)):
                 transaction.commit()
         except BaseException:
             dots.abandon()

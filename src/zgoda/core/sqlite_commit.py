@@ -66,8 +66,15 @@ def _handle(connection: sqlite3.Connection) -> int | None:
     filename = _LIBRARY.sqlite3_db_filename(handle, b"main")
     if not expected or filename is None or filename.decode() != expected:
         return None
+    if len(_checked) > 1000:  # connections come and go over a long life; a re-check costs one query
+        _checked.clear()
     _checked[id(connection)] = handle
     return handle
+
+
+def ready(connection: Any) -> bool:
+    """Whether ``commit_holding_gil`` can commit this connection (checked once; call it before the moment)."""
+    return _handle(connection) is not None
 
 
 def commit_holding_gil(connection: Any) -> bool:
