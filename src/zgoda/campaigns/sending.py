@@ -20,6 +20,7 @@ Never twice, never skipped (docs/sending.md):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -57,7 +58,7 @@ from zgoda.consent.models import Notice, Purpose, Source
 from zgoda.contacts.models import Contact
 from zgoda.core import sqlite_commit, tcp_hold
 from zgoda.core.clock import utcnow
-from zgoda.core.db import Database
+from zgoda.core.db import SQLITE_CHECKPOINT_PAGES, Database
 from zgoda.core.errors import InvalidInput
 from zgoda.core.settings import Settings
 from zgoda.core.tenancy import Actor, bind_scope, unscoped
@@ -1272,6 +1273,11 @@ class _SentRows:
         else:
             if self._connection is None or self._connection.closed or self._connection.invalidated:
                 self._connection = bind.connect()
+                if not self.sends_commit_first:
+                    # SQLite checkpoints its log inside the COMMIT that fills it, after the commit is durable and
+                    # before this thread could keep its dots: a process killed during that copy left rows sent
+                    # without dots. This connection never checkpoints; the others (claims, refusals) still do.
+                    self._sqlite_pragma("wal_autocheckpoint=0")
             connection = self._connection
             transaction = connection.begin()
         try:
@@ -1404,6 +1410,12 @@ class _SentRows:
                 [row for row in rows if row[1] in written.owned],  # row[1]: the ref
             )
 
+    def _sqlite_pragma(self, pragma: str) -> None:
+        """On the kept connection's driver itself: through SQLAlchemy it would begin a transaction."""
+        assert self._connection is not None
+        driver: Any = self._connection.connection.dbapi_connection
+        driver.execute(f"PRAGMA {pragma}")
+
     def _socket_for(self, pgconn: Any) -> socket.socket | None:
         """A handle on the kept connection's socket (made once per connection): None if it is not TCP."""
         if self._socket_of is not pgconn:
@@ -1419,6 +1431,9 @@ class _SentRows:
     def close(self) -> None:
         self._close_socket()
         if self._connection is not None:
+            if not self.sends_commit_first and not self._connection.invalidated:
+                with contextlib.suppress(Exception):  # back to the pool as every other connection is
+                    self._sqlite_pragma(f"wal_autocheckpoint={SQLITE_CHECKPOINT_PAGES}")
             self._connection.close()
             self._connection = None
 

@@ -95,6 +95,9 @@ def _ping_if_idle(dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: An
         raise exc.DisconnectionError(str(error)) from error
 
 
+SQLITE_CHECKPOINT_PAGES = 10_000  # WAL pages before a commit copies them into the database file
+
+
 def _sqlite_on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
     dbapi_connection.isolation_level = None  # we emit BEGIN ourselves
     cursor = dbapi_connection.cursor()
@@ -108,7 +111,7 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> N
     # 4.50x -> 3.77x a plain insert (benchmarks/ledger.py, docs/benchmarks.md). No mmap: mapped pages
     # would count in the resident memory that the import's memory limit is about.
     cursor.execute("PRAGMA cache_size=-32000")
-    cursor.execute("PRAGMA wal_autocheckpoint=10000")
+    cursor.execute(f"PRAGMA wal_autocheckpoint={SQLITE_CHECKPOINT_PAGES}")
     cursor.close()
 
 
