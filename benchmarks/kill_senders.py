@@ -26,29 +26,17 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from pg_databases import create_pg_database, drop_pg_database
-from tests.support.sending import sending_setup
+from tests.support.sending import delivered_counts, sending_setup
 
 from zgoda.core.db import Database
 from zgoda.core.migrate import upgrade
 from zgoda.delivery.sink import SmtpSink
-
-
-def _delivered(maildir: Path) -> Counter[str]:
-    delivered: Counter[str] = Counter()
-    for path in (maildir / "new").iterdir():
-        for line in path.read_bytes().split(b"\r\n"):
-            if line.startswith(b"Delivered-To: "):
-                delivered[line.removeprefix(b"Delivered-To: ").decode()] += 1
-            if not line:
-                break
-    return delivered
 
 
 def main() -> int:
@@ -107,7 +95,7 @@ def main() -> int:
             if last.returncode != 0:
                 print(log.read_text()[-2000:])
                 return 2
-        delivered = _delivered(workdir / "maildir")
+        delivered = delivered_counts(workdir / "maildir")
     finally:
         if pg_name is not None:
             drop_pg_database(args.pg_url, pg_name)

@@ -99,6 +99,13 @@ def _confirm_path(message: email.message.EmailMessage) -> str:
     return found.group(1)
 
 
+def _form_token(page: str) -> str:
+    """The confirmation page's form token (the button posts it)."""
+    found = re.search(r'name="form_token" value="([^"]+)"', page)
+    assert found is not None, page
+    return found.group(1)
+
+
 def _state(session: Session, contact: Contact) -> ConsentState:
     session.expire_all()
     marketing = purposes.purpose_by_key(session, "email_marketing")
@@ -177,9 +184,8 @@ def test_the_link_confirms_a_pending_sign_up_with_evidence_and_once(
     as_system(session, setup.workspace)
     assert _state(session, who["pending"]).status == "pending"  # a GET changes nothing
     assert client.post(path, data={}).status_code == 403  # no form token: a bare POST is not the page's button
-    form_token = re.search(r'name="form_token" value="([^"]+)"', page.text)
-    assert form_token is not None
-    done = client.post(path, data={"form_token": form_token.group(1)}, headers={"user-agent": "Firefox/140"})
+    form_token = _form_token(page.text)
+    done = client.post(path, data={"form_token": form_token}, headers={"user-agent": "Firefox/140"})
     assert done.status_code == 200 and 'id="done"' in done.text
     state = _state(session, who["pending"])
     assert state.status == "granted"
@@ -192,7 +198,7 @@ def test_the_link_confirms_a_pending_sign_up_with_evidence_and_once(
     assert evidence is not None and evidence.user_agent == "Firefox/140" and evidence.page_url.endswith(path)
     record(session, who["pending"], "withdraw")  # unsubscribed since: this old button gives nothing back
     session.commit()
-    again = client.post(path, data={"form_token": form_token.group(1)})
+    again = client.post(path, data={"form_token": form_token})
     assert again.status_code == 200 and 'id="done"' in again.text
     count = select(ConsentEvent.id).where(ConsentEvent.contact_id == who["pending"].id)
     assert len(session.scalars(count).all()) == 3  # the pending grant, one confirmation, the withdrawal
@@ -215,9 +221,8 @@ def test_a_consent_withdrawn_after_the_message_is_granted_anew_by_the_button(
     record(session, who["granted"], "withdraw")
     session.commit()
     page = client.get(path)
-    form_token = re.search(r'name="form_token" value="([^"]+)"', page.text)
-    assert form_token is not None
-    assert client.post(path, data={"form_token": form_token.group(1)}).status_code == 200
+    form_token = _form_token(page.text)
+    assert client.post(path, data={"form_token": form_token}).status_code == 200
     as_system(session, setup.workspace)
     state = _state(session, who["granted"])
     event = session.get(ConsentEvent, state.event_id)
@@ -238,8 +243,7 @@ def test_an_old_link_has_expired_and_records_nothing(
     _send(db, session, settings, sink, campaign.id)
     path = _confirm_path(_messages(tmp_path / "maildir")[who["pending"].email])
     fresh = client.get(path)
-    form_token = re.search(r'name="form_token" value="([^"]+)"', fresh.text)
-    assert form_token is not None
+    form_token = _form_token(fresh.text)
     as_system(session, setup.workspace)
     send = session.scalars(select(Send).where(Send.campaign_id == campaign.id, Send.contact_id == who["pending"].id))
     row = send.one()
@@ -248,7 +252,7 @@ def test_an_old_link_has_expired_and_records_nothing(
     session.commit()
     page = client.get(path)
     assert page.status_code == 410 and 'id="expired"' in page.text and 'id="agree"' not in page.text
-    late = client.post(path, data={"form_token": form_token.group(1)})
+    late = client.post(path, data={"form_token": form_token})
     assert late.status_code == 410
     assert _state(session, who["pending"]).status == "pending"
 
@@ -267,9 +271,8 @@ def test_the_link_refreshes_a_granted_consent(
     path = _confirm_path(_messages(tmp_path / "maildir")[who["granted"].email])
     page = client.get(f"{path}?lang=en")
     assert "Yes, I agree" in page.text
-    form_token = re.search(r'name="form_token" value="([^"]+)"', page.text)
-    assert form_token is not None
-    assert client.post(path, data={"form_token": form_token.group(1)}).status_code == 200
+    form_token = _form_token(page.text)
+    assert client.post(path, data={"form_token": form_token}).status_code == 200
     as_system(session, setup.workspace)
     state = _state(session, who["granted"])
     event = session.get(ConsentEvent, state.event_id)

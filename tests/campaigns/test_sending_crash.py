@@ -12,12 +12,11 @@ import signal
 import subprocess
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 from sqlalchemy import func, select
 
-from tests.support.sending import sending_setup
+from tests.support.sending import delivered_counts, sending_setup
 from zgoda.campaigns.models import Campaign, CampaignStatus, Send, SendStatus
 from zgoda.core.db import Database
 from zgoda.core.tenancy import Actor, bind_scope, unscoped
@@ -98,13 +97,7 @@ def test_killed_senders_deliver_every_message_exactly_once(fresh_database_url: s
         last = _run(env, log)
         assert last.wait(timeout=WAIT) == 0, log.read_text()
 
-    delivered = Counter()
-    for path in (maildir / "new").iterdir():
-        for line in path.read_bytes().split(b"\r\n"):
-            if line.startswith(b"Delivered-To: "):
-                delivered[line.removeprefix(b"Delivered-To: ").decode()] += 1
-            if not line:
-                break
+    delivered = delivered_counts(maildir)
     assert set(delivered) == eligible, _skipped(database, campaign_id, eligible - set(delivered), log)
     assert max(delivered.values()) == 1, f"sent twice: {[a for a, n in delivered.items() if n > 1]}"
 
@@ -195,12 +188,6 @@ def test_a_killed_worker_is_taken_over_by_another(fresh_database_url: str, tmp_p
             configure(Settings(secret_key="x" * 40, data_dir=tmp_path))  # type: ignore[arg-type]
             celery.close()  # the producer pool goes back to the in-memory broker for later tests
             database.engine.dispose()
-    delivered = Counter()
-    for path in (maildir / "new").iterdir():
-        for line in path.read_bytes().split(b"\r\n"):
-            if line.startswith(b"Delivered-To: "):
-                delivered[line.removeprefix(b"Delivered-To: ").decode()] += 1
-            if not line:
-                break
+    delivered = delivered_counts(maildir)
     assert set(delivered) == eligible
     assert max(delivered.values()) == 1

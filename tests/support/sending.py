@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 
 from sqlalchemy.orm import Session
 
@@ -71,3 +73,15 @@ def sending_setup(session: Session, *, eligible: int = 3, controller: bool = Tru
     )
     session.flush()
     return setup
+
+
+def delivered_counts(maildir: Path) -> Counter[str]:
+    """How many messages the sink's Maildir holds per recipient (its ``Delivered-To`` header)."""
+    delivered: Counter[str] = Counter()
+    for path in (maildir / "new").iterdir():
+        for line in path.read_bytes().split(b"\r\n"):
+            if line.startswith(b"Delivered-To: "):
+                delivered[line.removeprefix(b"Delivered-To: ").decode()] += 1
+            if not line:
+                break
+    return delivered
