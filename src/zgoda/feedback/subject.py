@@ -32,6 +32,7 @@ from zgoda.consent.models import (
     Purpose,
 )
 from zgoda.contacts.models import Contact
+from zgoda.core.clock import utcnow
 from zgoda.core.errors import NotFound
 from zgoda.core.tenancy import Actor, bind_scope, unscoped
 from zgoda.feedback.kinds import FeedbackKind
@@ -119,8 +120,6 @@ def choices(subject: Subject, session: Session, language: str) -> list[Choice]:
         state = states.get(purpose.id)
         status = ConsentStatus.NONE.value
         if state is not None:
-            from zgoda.core.clock import utcnow
-
             expired = state.expires_at is not None and state.expires_at <= utcnow()
             status = ConsentStatus.EXPIRED.value if state.status == ConsentStatus.GRANTED and expired else state.status
         result.append(Choice(purpose=purpose, status=status, notice=latest_notice(session, purpose, language)))
@@ -211,8 +210,6 @@ def consent_request(session: Session, secret: bytes, value: str) -> ConsentReque
         or subject.contact.restricted_at is not None  # processing restricted (Art. 18): no new consent recorded
     ):
         raise NotFound("This link is not valid.", field="token")
-    from zgoda.core.clock import utcnow
-
     now = utcnow()
     state = session.scalar(
         select(ConsentState).where(
