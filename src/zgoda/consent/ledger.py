@@ -14,12 +14,13 @@ import hashlib
 import json
 import secrets
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import islice
 from json.encoder import encode_basestring
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     ARRAY,
@@ -33,7 +34,6 @@ from sqlalchemy import (
     insert,
     or_,
     select,
-    text,
     update,
 )
 from sqlalchemy.orm import Session
@@ -52,11 +52,11 @@ from zgoda.consent.models import (
 )
 from zgoda.consent.state import Fact, StateValue, apply, order_key, replay, replay_until
 from zgoda.contacts.models import Contact
-from zgoda.core.chain import link_rows
+from zgoda.core.chain import chain_head, hash_rows, lock_chain
 from zgoda.core.clock import utcnow
 from zgoda.core.db import UTCDateTime
 from zgoda.core.errors import InvalidInput
-from zgoda.core.tenancy import current_actor, current_workspace_id, unscoped
+from zgoda.core.tenancy import Actor, current_actor, current_workspace_id, unscoped
 
 CLOCK_SKEW = timedelta(minutes=5)
 EVIDENCE_LIMITS = {"ip": 64, "user_agent": 1000, "page_url": 2048, "note": 4000}
@@ -64,6 +64,7 @@ EVIDENCE_FIELDS = ("ip", "user_agent", "page_url", "file_sha256", "file_row", "n
 
 # canonical_json's exact settings, built once (json.dumps builds an encoder per call)
 _CANONICAL = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -266,10 +267,74 @@ def record_events(session: Session, events: Sequence[NewEvent], *, now: datetime
     if not events:
         return []
     workspace_id = current_workspace_id(session)
-    actor = current_actor(session)
     now = now or utcnow()
     seen = _Seen()
     occurred = [_validate(event, now, workspace_id, seen) for event in events]
+    pairs = list(dict.fromkeys([(seen.contact(event.contact)[1], seen.purpose(event.purpose)[1]) for event in events]))
+    validity = {purpose.id: _validity(purpose) for purpose in {id(e.purpose): e.purpose for e in events}.values()}
+    lock_chain(session, ConsentEvent, workspace_id)
+    head = chain_head(session, ConsentEvent, workspace_id)
+    with _BulkWriter(session.connection(), overlap=len(events) >= OVERLAP_MIN_EVENTS) as writer:
+        new_ids = writer.later(writer.new_ids, _EVENTS, len(events))
+        existing = writer.later(_current_states, writer, workspace_id, pairs)
+        # while the server looks up the states:
+        rows, evidence_rows = _event_rows(events, occurred, seen, workspace_id, current_actor(session), now)
+        ids = _insert_events(writer, workspace_id, rows, head, writer.result(new_ids))
+        writer.insert(
+            _EVIDENCE,
+            [
+                {"event_id": event_id, "workspace_id": workspace_id, **extra}
+                for event_id, extra in zip(ids, evidence_rows, strict=True)
+                if extra is not None
+            ],
+        )
+        facts = [
+            (
+                row["contact_id"],
+                row["purpose_id"],
+                Fact(
+                    event_id,
+                    row["seq"],
+                    row["event_type"],
+                    row["requires_confirmation"],
+                    row["legal_basis"],
+                    row["occurred_at"],
+                ),
+            )
+            for event_id, row in zip(ids, rows, strict=True)
+        ]
+        _materialise(session, writer, workspace_id, facts, writer.result(existing), validity, now)
+    notices = {event.notice.id: event.notice for event in events if event.notice is not None}
+    if notices:
+        session.execute(
+            update(Notice).where(Notice.id.in_(notices), Notice.first_used_at.is_(None)).values(first_used_at=now),
+            execution_options={"synchronize_session": False},
+        )
+        for notice in notices.values():  # loaded notices must not keep showing "never used"
+            if notice in session and notice.first_used_at is None:
+                session.expire(notice, ["first_used_at"])
+    withdrawals = [
+        (seen.contact(event.contact)[1], seen.purpose(event.purpose)[2], occurred_at.isoformat())
+        for event, occurred_at in zip(events, occurred, strict=True)
+        if event.event_type == _WITHDRAW
+    ]
+    if withdrawals:  # Art. 7(3) and 19: the source systems that know the contact hear of it at once
+        from zgoda.contacts.connectors.outbound import queue_withdrawal_notices
+
+        queue_withdrawal_notices(session, contact_ids_by_purpose=withdrawals)
+    return ids
+
+
+def _event_rows(
+    events: Sequence[NewEvent],
+    occurred: Sequence[datetime],
+    seen: _Seen,
+    workspace_id: int,
+    actor: Actor,
+    now: datetime,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any] | None]]:
+    """The ledger rows of validated events (not yet linked into the chain), and each one's evidence row
+    (without its event id), or ``None`` where it has no evidence."""
     rows: list[dict[str, Any]] = []
     evidence_rows: list[dict[str, Any] | None] = []
     actor_label, actor_user_id = actor.label, actor.user_id
@@ -311,53 +376,7 @@ def record_events(session: Session, events: Sequence[NewEvent], *, now: datetime
                 "evidence_digest": digest,
             }
         )
-    link_rows(session, ConsentEvent, rows, chain_key=workspace_id)
-    writer = _BulkWriter(session.connection())
-    ids = _insert_events(writer, workspace_id, rows)
-    writer.insert(
-        _EVIDENCE,
-        [
-            {"event_id": event_id, "workspace_id": workspace_id, **extra}
-            for event_id, extra in zip(ids, evidence_rows, strict=True)
-            if extra is not None
-        ],
-    )
-    notices = {event.notice.id: event.notice for event in events if event.notice is not None}
-    if notices:
-        session.execute(
-            update(Notice).where(Notice.id.in_(notices), Notice.first_used_at.is_(None)).values(first_used_at=now),
-            execution_options={"synchronize_session": False},
-        )
-        for notice in notices.values():  # loaded notices must not keep showing "never used"
-            if notice in session and notice.first_used_at is None:
-                session.expire(notice, ["first_used_at"])
-    facts = [
-        (
-            row["contact_id"],
-            row["purpose_id"],
-            Fact(
-                event_id,
-                row["seq"],
-                row["event_type"],
-                row["requires_confirmation"],
-                row["legal_basis"],
-                row["occurred_at"],
-            ),
-        )
-        for event_id, row in zip(ids, rows, strict=True)
-    ]
-    validity = {purpose.id: _validity(purpose) for purpose in {id(e.purpose): e.purpose for e in events}.values()}
-    _materialise(session, writer, workspace_id, facts, validity, now)
-    withdrawals = [
-        (seen.contact(event.contact)[1], seen.purpose(event.purpose)[2], occurred_at.isoformat())
-        for event, occurred_at in zip(events, occurred, strict=True)
-        if event.event_type == _WITHDRAW
-    ]
-    if withdrawals:  # Art. 7(3) and 19: the source systems that know the contact hear of it at once
-        from zgoda.contacts.connectors.outbound import queue_withdrawal_notices
-
-        queue_withdrawal_notices(session, contact_ids_by_purpose=withdrawals)
-    return ids
+    return rows, evidence_rows
 
 
 def record_event(session: Session, event: NewEvent) -> ConsentEvent:
@@ -379,6 +398,11 @@ _EVIDENCE: Table = ConsentEvidence.__table__  # type: ignore[assignment]
 _STATES: Table = ConsentState.__table__  # type: ignore[assignment]
 
 
+OVERLAP_MIN_EVENTS = 200
+"""PostgreSQL: batches of at least this many events write on a helper thread (see :class:`_BulkWriter`).
+Smaller ones (an API call, a form) write in the caller's thread: a thread would cost more than it saves."""
+
+
 class _BulkWriter:
     """Writes rows (dicts with the same keys, every column given) as fast as the database allows.
 
@@ -387,14 +411,66 @@ class _BulkWriter:
     every value goes through its column type's bind processing first, exactly as in a Core INSERT;
     timestamps, converted several times per event (occurred, recorded, decided, updated...), are
     converted once per distinct value.
+
+    With ``overlap`` (PostgreSQL only) the statements run one after another, in the order given, on a
+    helper thread, so that the server's work on one overlaps this thread's Python work on the next: a
+    ``COPY`` into the ledger spends most of its time in the foreign-key checks, which run when the
+    statement ends, while a client that waited would sit idle. The helper uses only the driver's
+    connection (whose lock serialises it with anything this thread sends) and never SQLAlchemy's
+    objects; use the writer as a context manager, which waits for every statement before it ends, and
+    call :meth:`drain` before anything else reads what the helper writes.
     """
 
-    def __init__(self, connection: Connection) -> None:
+    def __init__(self, connection: Connection, *, overlap: bool = False) -> None:
         self.connection = connection
         self.dialect = connection.dialect
         self.copy = self.dialect.name == "postgresql" and self.dialect.driver == "psycopg"
         self.raw = self.dialect.name == "sqlite"
         self._timestamps: dict[Any, Any] = {}
+        self._helper = ThreadPoolExecutor(1, "zgoda-ledger-writer") if overlap and self.copy else None
+        self._submitted: list[Future[Any]] = []
+
+    def __enter__(self) -> _BulkWriter:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, traceback: Any) -> None:
+        if self._helper is None:
+            return
+        self._helper.shutdown(wait=True, cancel_futures=error is not None)
+        if error is None:
+            self.drain()
+
+    def later(self, function: Callable[..., T], *args: Any) -> Future[T]:
+        """Run ``function(*args)`` after every statement submitted before it: on the helper thread when
+        overlapping, else at once (its failure then raises here)."""
+        if self._helper is None:
+            done: Future[T] = Future()
+            done.set_result(function(*args))
+            return done
+        future = self._helper.submit(function, *args)
+        self._submitted.append(future)
+        return future
+
+    def result(self, future: Future[T]) -> T:
+        """The value of a submitted step; if a step failed, the first failure (later steps fail only
+        because the transaction is aborted, which says nothing of the cause)."""
+        try:
+            return future.result()
+        except BaseException:
+            self.drain()
+            raise
+
+    def drain(self) -> None:
+        """Wait for every submitted step; raise the first failure."""
+        submitted, self._submitted = self._submitted, []
+        wait(submitted)
+        for future in submitted:
+            future.result()
+
+    @property
+    def driver(self) -> Any:
+        """The driver's own connection (psycopg), which the helper thread may use."""
+        return self.connection.connection.driver_connection
 
     def _columns(self, table: Table, names: Sequence[str], rows: Sequence[dict[str, Any]]) -> list[list[Any]]:
         """One list of bind-ready values per name."""
@@ -418,6 +494,18 @@ class _BulkWriter:
         """One tuple of bind-ready values per row."""
         return list(zip(*self._columns(table, names, rows), strict=True))
 
+    def new_ids(self, table: Table, count: int) -> list[int] | None:
+        """PostgreSQL: ``count`` new ids from the table's ``id`` sequence, ascending. Elsewhere ``None``:
+        the database numbers the rows as they are inserted."""
+        if not self.copy:
+            return None
+        with self.driver.cursor() as cursor:
+            cursor.execute(
+                "SELECT nextval(sequence) FROM pg_get_serial_sequence(%s, 'id') AS sequence, generate_series(1, %s)",
+                (table.name, count),
+            )
+            return sorted(row[0] for row in cursor.fetchall())
+
     def insert(self, table: Table, rows: list[dict[str, Any]]) -> None:
         if not rows:
             return
@@ -425,11 +513,7 @@ class _BulkWriter:
         preparer = self.dialect.identifier_preparer
         target = f"{preparer.format_table(table)} ({', '.join(preparer.quote(name) for name in names)})"
         if self.copy:
-            cursor = self.connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
-            with cursor.copy(f"COPY {target} FROM STDIN") as copy:
-                write = copy.write_row
-                for values in self._values(table, names, rows):
-                    write(values)
+            self.later(self._copy, f"COPY {target} FROM STDIN", self._values(table, names, rows))
         elif self.raw:
             placeholders = ", ".join("?" * len(names))
             self.connection.exec_driver_sql(
@@ -437,6 +521,12 @@ class _BulkWriter:
             )
         else:
             self.connection.execute(insert(table), rows)
+
+    def _copy(self, statement: str, values: list[tuple[Any, ...]]) -> None:
+        with self.driver.cursor() as cursor, cursor.copy(statement) as copy:
+            write = copy.write_row
+            for row in values:
+                write(row)
 
     def update_by_id(self, table: Table, rows: list[dict[str, Any]]) -> None:
         """``UPDATE table SET ... WHERE id = :id`` for each row (``id`` among the keys)."""
@@ -448,12 +538,12 @@ class _BulkWriter:
             columns = ["id", *names]
             arrays = ", ".join(f"%b::{table.c[name].type.compile(self.dialect)}[]" for name in columns)
             assignments = ", ".join(f"{preparer.quote(name)} = v.{preparer.quote(name)}" for name in names)
-            cursor = self.connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
             # binary (%b): psycopg escapes every element of a text-format array with a regex. The join is
             # written as a range (t.id >= v.id AND t.id <= v.id, for integers exactly t.id = v.id) so that it
             # cannot be a hash join: with "=" the planner read the whole table for every batch (seq scan and
             # hash), a cost growing with the table, where a primary-key probe per row costs the same always.
-            cursor.execute(
+            self.later(
+                self.execute,
                 f"UPDATE {preparer.format_table(table)} AS t SET {assignments} "
                 f"FROM unnest({arrays}) AS v({', '.join(preparer.quote(name) for name in columns)}) "
                 "WHERE t.id >= v.id AND t.id <= v.id",
@@ -471,9 +561,37 @@ class _BulkWriter:
                 [{"b_id": row["id"], **{name: row[name] for name in names}} for row in rows],
             )
 
+    def execute(self, statement: str, parameters: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        """PostgreSQL: one statement on the driver's connection; its rows, if it returns any."""
+        with self.driver.cursor() as cursor:
+            cursor.execute(statement, parameters)
+            return cursor.fetchall() if cursor.description is not None else []
 
-def _insert_events(writer: _BulkWriter, workspace_id: int, rows: list[dict[str, Any]]) -> list[int]:
-    """Insert linked rows (one workspace, consecutive seqs, chain locked) and return their ids in order."""
+
+_COPY_CHUNK = 1000
+"""Events per ``COPY`` when ids are allocated first: the server checks one chunk's foreign keys while
+this thread hashes and formats the next."""
+
+
+def _insert_events(
+    writer: _BulkWriter,
+    workspace_id: int,
+    rows: list[dict[str, Any]],
+    head: tuple[int, str],
+    new_ids: list[int] | None,
+) -> list[int]:
+    """Link rows (one workspace, chain locked, ``head`` its last seq and hash) into the chain, insert them
+    and return their ids in order: ``new_ids`` where the writer allocated them, else as the database
+    numbered the rows."""
+    if new_ids is not None:
+        for start in range(0, len(rows), _COPY_CHUNK):
+            chunk = rows[start : start + _COPY_CHUNK]
+            head = hash_rows(ConsentEvent, chunk, after=head)
+            for row, event_id in zip(chunk, new_ids[start : start + _COPY_CHUNK], strict=True):
+                row["id"] = event_id
+            writer.insert(_EVENTS, chunk)
+        return new_ids
+    hash_rows(ConsentEvent, rows, after=head)
     writer.insert(_EVENTS, rows)
     statement = select(_EVENTS.c.seq, _EVENTS.c.id).where(
         _EVENTS.c.workspace_id == workspace_id, _EVENTS.c.seq >= rows[0]["seq"]
@@ -497,13 +615,15 @@ def _materialise(
     writer: _BulkWriter,
     workspace_id: int,
     facts: Iterable[tuple[int, int, Fact]],
+    existing: dict[tuple[int, int], tuple[int, StateValue]],
     validity: dict[int, timedelta | None],
     now: datetime,
 ) -> None:
+    """Fold the batch's facts into the stored states (``existing``: those the batch's pairs have) and write
+    the new values."""
     by_pair: dict[tuple[int, int], list[Fact]] = defaultdict(list)
     for contact_id, purpose_id, fact in facts:
         by_pair[(contact_id, purpose_id)].append(fact)
-    existing = _current_states(writer.connection, workspace_id, by_pair)
     late: list[tuple[int, int]] = []
     values: dict[tuple[int, int], StateValue] = {}
     for pair, new_facts in by_pair.items():
@@ -518,11 +638,27 @@ def _materialise(
             current = apply(current, fact, validity[pair[1]])
         assert current is not None
         values[pair] = current
-    if late:
+    updated = _write_states(writer, workspace_id, existing, values, now)
+    if late:  # last, so that the writes above overlap the Python work before them
+        writer.drain()  # the replay reads the events just written
+        replayed: dict[tuple[int, int], StateValue] = {}
         for pair, history in _facts_of_pairs(writer.connection, workspace_id, late).items():
-            replayed = replay(history, validity[pair[1]])
-            assert replayed is not None
-            values[pair] = replayed
+            value = replay(history, validity[pair[1]])
+            assert value is not None
+            replayed[pair] = value
+        updated += _write_states(writer, workspace_id, existing, replayed, now)
+    _expire_loaded_states(session, updated)
+
+
+def _write_states(
+    writer: _BulkWriter,
+    workspace_id: int,
+    existing: dict[tuple[int, int], tuple[int, StateValue]],
+    values: dict[tuple[int, int], StateValue],
+    now: datetime,
+) -> list[int]:
+    """Store each pair's new state: an UPDATE of its row where ``existing`` has one, else an INSERT.
+    Returns the ids of the rows updated."""
     inserts: list[dict[str, Any]] = []
     updates: list[dict[str, Any]] = []
     same_status: list[dict[str, Any]] = []  # SQLite: updated without assigning the (indexed) status
@@ -551,8 +687,8 @@ def _materialise(
                 updates.append(row)
     writer.update_by_id(_STATES, updates)
     writer.update_by_id(_STATES, same_status)
-    _expire_loaded_states(session, [row["id"] for row in (*updates, *same_status)])
     writer.insert(_STATES, inserts)
+    return [row["id"] for row in (*updates, *same_status)]
 
 
 _STATE_COLUMNS = ("status", "legal_basis", "event_id", "decided_at", "last_occurred_at", "expires_at")
@@ -561,49 +697,65 @@ _IN_CHUNK = 2000  # ids per statement: far below every database's limit on bound
 
 
 def _current_states(
-    connection: Connection, workspace_id: int, pairs: Iterable[tuple[int, int]]
+    writer: _BulkWriter, workspace_id: int, pairs: Sequence[tuple[int, int]]
 ) -> dict[tuple[int, int], tuple[int, StateValue]]:
-    """The stored state (row id and value) of each pair that has one."""
+    """The stored state (row id and value) of each pair that has one.
+
+    On PostgreSQL and SQLite the SELECT is written directly for the driver (on PostgreSQL it may run on
+    the writer's helper thread): SQLAlchemy's rendering of a thousand parameters and its per-row result
+    handling cost more than the database's own work here. Values still go through their column type's
+    result processing, so each is exactly what a Core SELECT returns.
+    """
+    if writer.copy:
+        return _states_of_rows(
+            writer,
+            writer.execute(
+                _PG_STATES_SQL,
+                ([contact_id for contact_id, _ in pairs], [purpose_id for _, purpose_id in pairs], workspace_id),
+            ),
+        )
+    connection = writer.connection
+    if writer.raw:
+        rows: list[Any] = []
+        for where, parameters in _sqlite_exactly(workspace_id, pairs):
+            rows += connection.exec_driver_sql(
+                f"SELECT {', '.join(_STATE_SELECT)} FROM consent_states WHERE {where}", parameters
+            ).fetchall()
+        return _states_of_rows(writer, rows)
     found: dict[tuple[int, int], tuple[int, StateValue]] = {}
-    columns = [_STATES.c[name] for name in ("id", "contact_id", "purpose_id", *_STATE_COLUMNS)]
-    if connection.dialect.name == "postgresql":
-        wanted = list(pairs)
-        rows = connection.execute(
-            _pg_states_statement(),
-            {
-                "workspace_id": workspace_id,
-                "contact_ids": [c for c, _ in wanted],
-                "purpose_ids": [p for _, p in wanted],
-            },
-        ).all()
-        for row in rows:
-            found[(row[1], row[2])] = (row[0], StateValue(*row[3:]))
-        return found
-    if connection.dialect.name == "sqlite":
-        return _sqlite_states(connection, workspace_id, pairs)
+    columns = [_STATES.c[name] for name in _STATE_SELECT]
     for condition in _exactly(connection, _STATES, workspace_id, pairs):
         for row in connection.execute(select(*columns).where(condition)).all():
             found[(row[1], row[2])] = (row[0], StateValue(*row[3:]))
     return found
 
 
-def _sqlite_states(
-    connection: Connection, workspace_id: int, pairs: Iterable[tuple[int, int]]
-) -> dict[tuple[int, int], tuple[int, StateValue]]:
-    """SQLite: the SELECT :func:`_exactly` builds, written directly for the driver.
+_STATE_SELECT = ("id", "contact_id", "purpose_id", *_STATE_COLUMNS)
 
-    SQLAlchemy's rendering of a thousand expanding IN parameters and its per-row result handling cost
-    more than SQLite's own work here. The timestamps still go through their column type's own result
-    processing (each distinct stored value once: a state's decided and last-occurred times are often
-    one value), so every value is exactly what a Core SELECT returns.
-    """
-    names = ("id", "contact_id", "purpose_id", *_STATE_COLUMNS)
-    dialect = connection.dialect
-    processors = [_STATES.c[name].type.dialect_impl(dialect).result_processor(dialect, None) for name in names]
-    if any(processors[:6]) or not all(isinstance(_STATES.c[name].type, UTCDateTime) for name in names[6:]):
-        raise AssertionError("consent_states' columns changed: update _sqlite_states")  # pragma: no cover
-    process = processors[6]
-    assert process is not None
+# PostgreSQL: each pair's state looked up by the unique (contact_id, purpose_id) index, pair by pair. A
+# LATERAL subquery fenced by OFFSET 0 cannot be flattened into a join, so the server probes the index once
+# per pair. The plain form (purpose_id = p AND contact_id = ANY(...) per purpose) let the planner, with the
+# statistics of a table that grew since it last looked, read every state of each purpose through
+# ix_consent_states_purpose_status and filter: a batch's cost grew with the table.
+_PG_STATES_SQL = (
+    f"SELECT {', '.join(f's.{name}' for name in _STATE_SELECT)} "
+    "FROM unnest(%b::integer[], %b::integer[]) AS k(contact_id, purpose_id) "
+    f"CROSS JOIN LATERAL (SELECT {', '.join(_STATE_SELECT)} FROM consent_states "
+    "WHERE consent_states.contact_id = k.contact_id AND consent_states.purpose_id = k.purpose_id "
+    "AND consent_states.workspace_id + 0 = %s OFFSET 0) AS s"
+)
+
+
+def _states_of_rows(
+    writer: _BulkWriter, rows: Iterable[Sequence[Any]]
+) -> dict[tuple[int, int], tuple[int, StateValue]]:
+    """Rows of :data:`_STATE_SELECT` as the driver returns them, keyed by pair; each distinct stored
+    timestamp converted once (a state's decided and last-occurred times are often one value)."""
+    dialect = writer.dialect
+    processors = [_STATES.c[name].type.dialect_impl(dialect).result_processor(dialect, None) for name in _STATE_SELECT]
+    if any(processors[:6]) or not all(isinstance(_STATES.c[name].type, UTCDateTime) for name in _STATE_SELECT[6:]):
+        raise AssertionError("consent_states' columns changed: update _states_of_rows")  # pragma: no cover
+    process = processors[6] or (lambda value: value)
     converted: dict[Any, Any] = {None: process(None)}
 
     def timestamp(value: Any) -> Any:
@@ -612,15 +764,12 @@ def _sqlite_states(
             found = converted[value] = process(value)
         return found
 
-    select_list = ", ".join(names)
     found: dict[tuple[int, int], tuple[int, StateValue]] = {}
-    for where, parameters in _sqlite_exactly(workspace_id, pairs):
-        cursor = connection.exec_driver_sql(f"SELECT {select_list} FROM consent_states WHERE {where}", parameters)
-        for state_id, contact_id, purpose_id, status, basis, event_id, decided, last, expires in cursor.fetchall():
-            found[(contact_id, purpose_id)] = (
-                state_id,
-                StateValue(status, basis, event_id, timestamp(decided), timestamp(last), timestamp(expires)),
-            )
+    for state_id, contact_id, purpose_id, status, basis, event_id, decided, last, expires in rows:
+        found[(contact_id, purpose_id)] = (
+            state_id,
+            StateValue(status, basis, event_id, timestamp(decided), timestamp(last), timestamp(expires)),
+        )
     return found
 
 
@@ -643,38 +792,6 @@ def _sqlite_exactly(workspace_id: int, pairs: Iterable[tuple[int, int]]) -> Iter
             size += len(part)
     if terms:
         yield f"workspace_id + 0 = ? AND ({' OR '.join(terms)})", tuple(parameters)
-
-
-_PG_STATES: list[Any] = []
-
-
-def _pg_states_statement() -> Any:
-    """PostgreSQL: each pair's state looked up by the unique (contact_id, purpose_id) index, pair by pair.
-
-    A LATERAL subquery fenced by ``OFFSET 0`` cannot be flattened into a join, so the server probes the
-    index once per pair. The plain form (``purpose_id = p AND contact_id = ANY(...)`` per purpose) let the
-    planner, with the statistics of a table that grew since it last looked, read every state of each
-    purpose through ix_consent_states_purpose_status and filter: a batch's cost grew with the table.
-    The result columns keep their types, so values come back exactly as from a Core SELECT.
-    """
-    if not _PG_STATES:
-        names = ("id", "contact_id", "purpose_id", *_STATE_COLUMNS)
-        listed = ", ".join(f"s.{name}" for name in names)
-        _PG_STATES.append(
-            text(
-                f"SELECT {listed} FROM unnest(:contact_ids, :purpose_ids) AS k(contact_id, purpose_id) "
-                f"CROSS JOIN LATERAL (SELECT {', '.join(names)} FROM consent_states "
-                "WHERE consent_states.contact_id = k.contact_id AND consent_states.purpose_id = k.purpose_id "
-                "AND consent_states.workspace_id + 0 = :workspace_id OFFSET 0) AS s"
-            )
-            .bindparams(
-                bindparam("contact_ids", type_=ARRAY(Integer)),
-                bindparam("purpose_ids", type_=ARRAY(Integer)),
-                bindparam("workspace_id", type_=Integer),
-            )
-            .columns(*(_STATES.c[name] for name in names))
-        )
-    return _PG_STATES[0]
 
 
 def _facts_of_pairs(

@@ -152,7 +152,16 @@ def link_rows(
     if not rows:
         return
     lock_chain(session, model, chain_key)
-    seq, previous = chain_head(session, model, chain_key)
+    hash_rows(model, rows, after=chain_head(session, model, chain_key))
+
+
+def hash_rows(
+    model: type[ChainedEntry], rows: Sequence[MutableMapping[str, Any]], *, after: tuple[int, str]
+) -> tuple[int, str]:
+    """Give each row its ``seq``, ``prev_hash`` and ``hash``, continuing a chain whose head is ``after``
+    (``(seq, hash)``, as :func:`chain_head` returns it; the caller holds the chain's lock). Returns the
+    new head."""
+    seq, previous = after
     for row in rows:
         seq += 1
         row["seq"] = seq
@@ -160,6 +169,7 @@ def link_rows(
     for row, payload_text in zip(rows, _payload_texts(model, rows), strict=True):
         row["prev_hash"] = previous
         row["hash"] = previous = sha256((previous + "\n" + payload_text).encode()).hexdigest()
+    return seq, previous
 
 
 def _payload_texts(model: type[ChainedEntry], rows: Sequence[Mapping[str, Any]]) -> list[str]:
