@@ -5,6 +5,8 @@ the rows are hashed into the workspace's chain, written with one bulk statement 
 PostgreSQL, one ``executemany`` on SQLite), and the states of every (contact, purpose) pair the batch
 touches are read with one query, folded forward in Python and written back in bulk. A pair that
 receives an event older than what its state already folded in is replayed from the ledger instead.
+On PostgreSQL a large batch writes on a helper thread, so the server's work (its foreign-key checks
+above all) overlaps the Python work that builds and hashes the rows (see :class:`_BulkWriter`).
 ``benchmarks/ledger.py`` measures all of it; ``docs/benchmarks.md`` has the figures.
 """
 
