@@ -497,8 +497,16 @@ class _BulkWriter:
         return list(zip(*self._columns(table, names, rows), strict=True))
 
     def new_ids(self, table: Table, count: int) -> list[int] | None:
-        """PostgreSQL: ``count`` new ids from the table's ``id`` sequence, ascending. Elsewhere ``None``:
-        the database numbers the rows as they are inserted."""
+        """``count`` new ids for ``table``, ascending: on PostgreSQL from its ``id`` sequence, on SQLite
+        the ones it would give (its rowids go on from the largest; the transaction holds the database's
+        only write lock, taken by ``BEGIN IMMEDIATE``). Elsewhere ``None``: the database numbers the rows
+        as they are inserted."""
+        if self.raw:
+            preparer = self.dialect.identifier_preparer
+            [(largest,)] = self.connection.exec_driver_sql(
+                f"SELECT coalesce(max(id), 0) FROM {preparer.format_table(table)}"
+            ).fetchall()
+            return list(range(largest + 1, largest + 1 + count))
         if not self.copy:
             return None
         with self.driver.cursor() as cursor:

@@ -195,6 +195,8 @@ def upsert_contact(
             last_name=data.last_name,
             attributes=data.attributes,
             source_id=data.source_id,
+            erased_at=None,  # said here so the new object carries them loaded (the ledger reads them per event)
+            restricted_at=None,
         )
         session.add(contact)
         session.flush()

@@ -996,6 +996,18 @@ def _json_bools(values: Sequence[Any]) -> list[str]:
 
 
 def _json_aware_utc(values: Sequence[Any]) -> list[str]:
+    try:
+        distinct = set(values)  # a batch's rows share their recorded-at time: each instant is written once
+    except TypeError:  # an unhashable value (not a timestamp): every value the general way
+        return _json_aware_utc_each(values)
+    if len(distinct) < len(values) // 2:
+        known = dict(zip(distinct, _json_aware_utc_each(list(distinct)), strict=True))
+        return list(map(known.__getitem__, values))
+    return _json_aware_utc_each(values)
+
+
+def _json_aware_utc_each(values: Sequence[Any]) -> list[str]:
+    # Equal instants in other time zones give the same text (UTC), so a table of distinct values is exact.
     return [
         '"' + value.isoformat()[:-6] + ('Z"' if value.microsecond else '.000000Z"')
         if type(value) is datetime and value.tzinfo is UTC and value.year >= 1000
