@@ -579,8 +579,9 @@ class _BulkWriter:
 
 
 _COPY_CHUNK = 1000
-"""Events per ``COPY`` when ids are allocated first: the server checks one chunk's foreign keys while
-this thread hashes and formats the next."""
+"""Events per ``COPY`` when ids are allocated first: in a larger batch the server checks one chunk's
+foreign keys while this thread hashes and formats the next. Chunks of 250 measured slower (more
+statements, and the helper's formatting competes for the interpreter lock; docs/benchmarks.md)."""
 
 
 def _insert_events(
