@@ -92,6 +92,20 @@ def _send(db: Database, session: Session, settings: Settings, sink: SmtpSink, ca
     sending.run(db, campaign_id, settings, smtp=SmtpSettings(host=sink.host, port=sink.port), connections=2)
 
 
+@pytest.fixture
+def sent(
+    db: Database,
+    session: Session,
+    settings: Settings,
+    sink: SmtpSink,
+    tmp_path: Path,
+    asking: tuple[SendingSetup, Campaign, dict[str, Contact], Notice],
+) -> dict[str, email.message.EmailMessage]:
+    """The consent request sent through the sink: the messages it caught, by recipient."""
+    _send(db, session, settings, sink, asking[1].id)
+    return _messages(tmp_path / "maildir")
+
+
 def _confirm_path(message: email.message.EmailMessage) -> str:
     text = message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
     found = re.search(r"https://zgoda\.example\.com(/confirm/\S+)", text)
@@ -136,18 +150,13 @@ def test_a_consent_request_reaches_pending_and_granted_contacts_and_nobody_witho
 
 
 def test_every_message_shows_the_notice_and_a_confirmation_link_the_template_cannot_drop(
-    db: Database,
     session: Session,
-    settings: Settings,
-    sink: SmtpSink,
-    tmp_path: Path,
     asking: tuple[SendingSetup, Campaign, dict[str, Contact], Notice],
+    sent: dict[str, email.message.EmailMessage],
 ) -> None:
     _, campaign, who, notice = asking
-    _send(db, session, settings, sink, campaign.id)
-    messages = _messages(tmp_path / "maildir")
-    assert set(messages) == {who["granted"].email, who["pending"].email}
-    for message in messages.values():
+    assert set(sent) == {who["granted"].email, who["pending"].email}
+    for message in sent.values():
         html = message.get_body(("html",)).get_content()  # type: ignore[union-attr]
         text = message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
         assert "Zgadzam się na otrzymywanie newslettera" in html and "Zgadzam się na otrzymywanie newslettera" in text
@@ -166,17 +175,13 @@ def test_every_message_shows_the_notice_and_a_confirmation_link_the_template_can
 
 
 def test_the_link_confirms_a_pending_sign_up_with_evidence_and_once(
-    db: Database,
     session: Session,
-    settings: Settings,
-    sink: SmtpSink,
-    tmp_path: Path,
     client: TestClient,
     asking: tuple[SendingSetup, Campaign, dict[str, Contact], Notice],
+    sent: dict[str, email.message.EmailMessage],
 ) -> None:
     setup, campaign, who, notice = asking
-    _send(db, session, settings, sink, campaign.id)
-    path = _confirm_path(_messages(tmp_path / "maildir")[who["pending"].email])
+    path = _confirm_path(sent[who["pending"].email])
     page = client.get(path)
     assert page.status_code == 200
     assert "Zgodę mogę wycofać w każdej chwili." in page.text and 'id="agree"' in page.text
@@ -206,17 +211,13 @@ def test_the_link_confirms_a_pending_sign_up_with_evidence_and_once(
 
 
 def test_a_consent_withdrawn_after_the_message_is_granted_anew_by_the_button(
-    db: Database,
     session: Session,
-    settings: Settings,
-    sink: SmtpSink,
-    tmp_path: Path,
     client: TestClient,
     asking: tuple[SendingSetup, Campaign, dict[str, Contact], Notice],
+    sent: dict[str, email.message.EmailMessage],
 ) -> None:
-    setup, campaign, who, notice = asking
-    _send(db, session, settings, sink, campaign.id)
-    path = _confirm_path(_messages(tmp_path / "maildir")[who["granted"].email])
+    setup, _, who, notice = asking
+    path = _confirm_path(sent[who["granted"].email])
     as_system(session, setup.workspace)
     record(session, who["granted"], "withdraw")
     session.commit()
@@ -231,17 +232,13 @@ def test_a_consent_withdrawn_after_the_message_is_granted_anew_by_the_button(
 
 
 def test_an_old_link_has_expired_and_records_nothing(
-    db: Database,
     session: Session,
-    settings: Settings,
-    sink: SmtpSink,
-    tmp_path: Path,
     client: TestClient,
     asking: tuple[SendingSetup, Campaign, dict[str, Contact], Notice],
+    sent: dict[str, email.message.EmailMessage],
 ) -> None:
     setup, campaign, who, _ = asking
-    _send(db, session, settings, sink, campaign.id)
-    path = _confirm_path(_messages(tmp_path / "maildir")[who["pending"].email])
+    path = _confirm_path(sent[who["pending"].email])
     fresh = client.get(path)
     form_token = _form_token(fresh.text)
     as_system(session, setup.workspace)
@@ -258,17 +255,13 @@ def test_an_old_link_has_expired_and_records_nothing(
 
 
 def test_the_link_refreshes_a_granted_consent(
-    db: Database,
     session: Session,
-    settings: Settings,
-    sink: SmtpSink,
-    tmp_path: Path,
     client: TestClient,
     asking: tuple[SendingSetup, Campaign, dict[str, Contact], Notice],
+    sent: dict[str, email.message.EmailMessage],
 ) -> None:
-    setup, campaign, who, _ = asking
-    _send(db, session, settings, sink, campaign.id)
-    path = _confirm_path(_messages(tmp_path / "maildir")[who["granted"].email])
+    setup, _, who, _ = asking
+    path = _confirm_path(sent[who["granted"].email])
     page = client.get(f"{path}?lang=en")
     assert "Yes, I agree" in page.text
     form_token = _form_token(page.text)
@@ -280,17 +273,13 @@ def test_the_link_refreshes_a_granted_consent(
 
 
 def test_links_of_one_kind_do_not_open_pages_of_the_other(
-    db: Database,
     session: Session,
-    settings: Settings,
-    sink: SmtpSink,
-    tmp_path: Path,
     client: TestClient,
     asking: tuple[SendingSetup, Campaign, dict[str, Contact], Notice],
+    sent: dict[str, email.message.EmailMessage],
 ) -> None:
-    setup, campaign, who, _ = asking
-    _send(db, session, settings, sink, campaign.id)
-    message = _messages(tmp_path / "maildir")[who["pending"].email]
+    setup, _, who, _ = asking
+    message = sent[who["pending"].email]
     confirm_token = _confirm_path(message).removeprefix("/confirm/")
     unsubscribe_token = str(message["List-Unsubscribe"]).split("/u/")[1].split(">")[0]
     assert client.get(f"/u/{confirm_token}").status_code == 404
