@@ -11,16 +11,29 @@ from tests.e2e.test_browser import OWNER, _sign_in
 from zgoda.demo import DEMO_PASSWORD, DEMO_SLUG
 
 
-@pytest.mark.browser
-def test_the_demo_campaign_reaches_the_sink_and_its_recipient_can_unsubscribe(page: Page, live_server: str) -> None:
+def _send_demo_campaign(page: Page, name: str) -> int:
+    """Sign in as the demo's owner, send the named campaign from its page and wait until it is sent;
+    the number of messages sent."""
     _sign_in(page, OWNER, DEMO_PASSWORD)
     page.goto(f"/w/{DEMO_SLUG}/campaigns")
-    page.get_by_role("link", name="Karta zimowa 2026").click()
-    expect(page.locator("h1")).to_have_text("Karta zimowa 2026")
+    page.get_by_role("link", name=name).click()
+    expect(page.locator("h1")).to_have_text(name)
     page.locator("#send-now button").click()
     expect(page.locator("#campaign-status")).to_have_text("sent", timeout=60_000)
-    sent = int(page.locator("#progress-sent").inner_text())
-    assert sent > 0
+    return int(page.locator("#progress-sent").inner_text())
+
+
+def _as_recipient(page: Page, url: str) -> Page:
+    """A new page without the staff session, opened at ``url``: the recipient's browser."""
+    subject = page.context.new_page()
+    subject.context.clear_cookies()
+    subject.goto(url)
+    return subject
+
+
+@pytest.mark.browser
+def test_the_demo_campaign_reaches_the_sink_and_its_recipient_can_unsubscribe(page: Page, live_server: str) -> None:
+    assert _send_demo_campaign(page, "Karta zimowa 2026") > 0
     assert int(page.locator("#progress-refused").inner_text()) > 0  # the demo list has contacts without consent
 
     page.goto(f"/w/{DEMO_SLUG}/caught-mail")
@@ -34,22 +47,15 @@ def test_the_demo_campaign_reaches_the_sink_and_its_recipient_can_unsubscribe(pa
     link = re.search(r"<(http://127\.0\.0\.1:\d+/u/[^>]+)>", headers)
     assert link is not None, headers
 
-    subject = page.context.new_page()  # the recipient: no staff session needed
-    subject.context.clear_cookies()
-    subject.goto(link.group(1))
+    subject = _as_recipient(page, link.group(1))
     subject.locator("#unsubscribe").click()
     expect(subject.locator("#done")).to_be_visible()
 
 
 @pytest.mark.browser
 def test_the_demo_consent_request_is_answered_in_the_browser(page: Page, live_server: str) -> None:
-    _sign_in(page, OWNER, DEMO_PASSWORD)
-    page.goto(f"/w/{DEMO_SLUG}/campaigns")
-    page.get_by_role("link", name="Potwierdź zapis na newsletter").click()
+    assert _send_demo_campaign(page, "Potwierdź zapis na newsletter") > 0
     expect(page.locator("#campaign-kind")).to_contain_text("Consent request")
-    page.locator("#send-now button").click()
-    expect(page.locator("#campaign-status")).to_have_text("sent", timeout=60_000)
-    assert int(page.locator("#progress-sent").inner_text()) > 0
 
     page.goto(f"/w/{DEMO_SLUG}/caught-mail")
     request = page.locator("#caught-mail tbody tr", has_text="Potwierdź zapis").first
@@ -59,9 +65,7 @@ def test_the_demo_consent_request_is_answered_in_the_browser(page: Page, live_se
     link = re.search(r"(http://127\.0\.0\.1:\d+/confirm/\S+)", text)
     assert link is not None, text
 
-    subject = page.context.new_page()  # the recipient: no staff session needed
-    subject.context.clear_cookies()
-    subject.goto(link.group(1))
+    subject = _as_recipient(page, link.group(1))
     expect(subject.locator("#notice")).to_be_visible()  # the notice's full text, before anything is recorded
     subject.locator("#agree").click()
     expect(subject.locator("#done")).to_be_visible()
