@@ -142,19 +142,6 @@ def chain_head(session: Session, model: type[ChainedEntry], chain_key: int | Non
     return (row[0], row[1]) if row else (0, GENESIS_HASH)
 
 
-def link_rows(
-    session: Session, model: type[ChainedEntry], rows: Sequence[MutableMapping[str, Any]], *, chain_key: int | None
-) -> None:
-    """Lock the chain, then give each row (a dict of column values) its ``seq``, ``prev_hash`` and ``hash``.
-
-    The caller inserts the rows in the same transaction (bulk inserts use this directly).
-    """
-    if not rows:
-        return
-    lock_chain(session, model, chain_key)
-    hash_rows(model, rows, after=chain_head(session, model, chain_key))
-
-
 def hash_rows(
     model: type[ChainedEntry], rows: Sequence[MutableMapping[str, Any]], *, after: tuple[int, str]
 ) -> tuple[int, str]:
