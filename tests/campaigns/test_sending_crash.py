@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import func, select
@@ -41,17 +42,20 @@ def _run(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(command, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def _kill_when(process: subprocess.Popen[bytes], sink: SmtpSink, received: int) -> None:
+def _kill_when(process: subprocess.Popen[bytes], sink: SmtpSink, received: int) -> str:
+    """SIGKILL the process (and its group) once the sink holds ``received`` messages; says when (for failures)."""
     deadline = time.monotonic() + WAIT
     while sink.received < received:
         assert process.poll() is None, "the sending process ended before it could be killed"
         assert time.monotonic() < deadline, f"the sink got only {sink.received} messages"
         time.sleep(0.002)
     os.killpg(process.pid, signal.SIGKILL)
+    killed_at = datetime.now(UTC).strftime("%H:%M:%S.%f")
     process.wait(timeout=WAIT)
+    return f"killed {process.pid} at {killed_at} UTC with {sink.received} messages at the sink"
 
 
-def _skipped(database: Database, campaign_id: int, missing: set[str], log: Path) -> str:
+def _skipped(database: Database, campaign_id: int, missing: set[str], log: Path, kills: list[str]) -> str:
     """What the send rows of the contacts who got nothing say (the assertion's message)."""
     from zgoda.contacts.models import Contact
 
@@ -64,7 +68,7 @@ def _skipped(database: Database, campaign_id: int, missing: set[str], log: Path)
                 .where(Send.campaign_id == campaign_id, Contact.email.in_(missing))
             ).all()
     listed = [tuple(row) for row in rows]
-    return f"skipped: {listed} (or someone without consent got a message); log: {log.read_text()[-2000:]}"
+    return f"skipped: {listed} (or someone without consent got a message); {kills}; log: {log.read_text()[-2000:]}"
 
 
 def test_killed_senders_deliver_every_message_exactly_once(fresh_database_url: str, tmp_path: Path) -> None:
@@ -91,14 +95,13 @@ def test_killed_senders_deliver_every_message_exactly_once(fresh_database_url: s
             "ZGODA_SEND_LEASE_SECONDS": "2",
         }
         env.pop("ZGODA_BROKER_URL", None)
-        _kill_when(_run(env, log), sink, 30)
-        killed_at = sink.received
-        _kill_when(_run(env, log), sink, killed_at + 60)
+        kills = [_kill_when(_run(env, log), sink, 30)]
+        kills.append(_kill_when(_run(env, log), sink, sink.received + 60))
         last = _run(env, log)
         assert last.wait(timeout=WAIT) == 0, log.read_text()
 
     delivered = delivered_counts(maildir)
-    assert set(delivered) == eligible, _skipped(database, campaign_id, eligible - set(delivered), log)
+    assert set(delivered) == eligible, _skipped(database, campaign_id, eligible - set(delivered), log, kills)
     assert max(delivered.values()) == 1, f"sent twice: {[a for a, n in delivered.items() if n > 1]}"
 
     with database.transaction() as session:
@@ -169,7 +172,7 @@ def test_a_killed_worker_is_taken_over_by_another(fresh_database_url: str, tmp_p
                 campaigns.send_campaign(session, campaign_id=campaign_id)
             with celery.connection_for_write(broker) as connection:
                 prepare_campaign.apply_async((campaign_id,), connection=connection, queue=queue)
-            _kill_when(first, sink, 40)
+            kills = [_kill_when(first, sink, 40)]
             second = start_worker()
             deadline = time.monotonic() + WAIT
             status = CampaignStatus.SENDING.value
@@ -189,5 +192,5 @@ def test_a_killed_worker_is_taken_over_by_another(fresh_database_url: str, tmp_p
             celery.close()  # the producer pool goes back to the in-memory broker for later tests
             database.engine.dispose()
     delivered = delivered_counts(maildir)
-    assert set(delivered) == eligible
-    assert max(delivered.values()) == 1
+    assert set(delivered) == eligible, _skipped(database, campaign_id, eligible - set(delivered), log, kills)
+    assert max(delivered.values()) == 1, f"sent twice: {[a for a, n in delivered.items() if n > 1]}"
