@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import email
 import email.policy
+import sys
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -88,6 +90,49 @@ def test_a_campaign_reaches_exactly_the_consenting_contacts(
     figures = campaigns.progress(session, campaign_id=setup.campaign.id)
     assert figures["sent"] == 3
     assert figures["refused_by_reason"] == {"consent_withdrawn": 1, "no_consent": 1}
+
+
+def test_no_thread_switch_is_forced_between_a_commit_and_its_kept_dots(
+    db: Database, session: Session, settings: Settings, sink: SmtpSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A waiting thread could otherwise take the interpreter there, and a kill in its turn skips messages."""
+    intervals: list[float] = []
+    keep = sending._Dots.keep_if_killed
+
+    def keeping(dots: sending._Dots) -> None:
+        intervals.append(sys.getswitchinterval())
+        keep(dots)
+
+    monkeypatch.setattr(sending._Dots, "keep_if_killed", keeping)
+    setup = sending_setup(session, eligible=4)
+    outcome = _send(db, session, settings, sink, setup.campaign.id)
+    assert outcome.sent == 4
+    assert intervals and min(intervals) == pytest.approx(sending.COMMIT_SWITCH_SECONDS, rel=0.02)
+    assert sys.getswitchinterval() == pytest.approx(
+        sending.GIL_SWITCH_SECONDS, rel=0.02
+    )  # short again between group commits
+
+
+def test_the_switch_hold_lasts_until_the_last_group_commit_of_the_process_ends() -> None:
+    switches = sending._ThreadSwitches()
+    before = sys.getswitchinterval()
+    try:
+        sys.setswitchinterval(0.005)
+        with ExitStack() as second:
+            with switches.held():
+                assert sys.getswitchinterval() == pytest.approx(sending.COMMIT_SWITCH_SECONDS, rel=0.02)
+                second.enter_context(switches.held())
+            assert sys.getswitchinterval() == pytest.approx(
+                sending.COMMIT_SWITCH_SECONDS
+            )  # the other commit still runs
+            switches.shorten()  # a run starting meanwhile: takes effect once no commit runs
+            assert sys.getswitchinterval() == pytest.approx(sending.COMMIT_SWITCH_SECONDS, rel=0.02)
+        assert sys.getswitchinterval() == pytest.approx(sending.GIL_SWITCH_SECONDS, rel=0.02)
+        with switches.held():
+            pass
+        assert sys.getswitchinterval() == pytest.approx(sending.GIL_SWITCH_SECONDS, rel=0.02)
+    finally:
+        sys.setswitchinterval(before)
 
 
 def test_every_message_carries_the_footer_and_the_unsubscribe_headers(
