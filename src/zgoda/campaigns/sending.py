@@ -481,7 +481,6 @@ def run(
     Raises ``SmtpUnavailable`` when every connection failed in a row.
     """
     worker = worker or worker_name()
-    _THREAD_SWITCHES.shorten()
     outcome = RunOutcome()
     pipeline: _Pipeline | None = None
     ctx: CampaignContext | None = None
@@ -530,39 +529,32 @@ def run(
     return outcome
 
 
-GIL_SWITCH_SECONDS = 0.0001
 COMMIT_SWITCH_SECONDS = 0.05
 
 
 class _ThreadSwitches:
-    """Python's thread switch interval for a sending process: short between group commits, long during one.
+    """Python's thread switch interval, made long while any group commit of this process is under way.
 
     Between a COMMIT and the calls that keep its dots, a thread switch (the interpreter making the
     committing thread let a waiting one run, at the first bytecode after the COMMIT returns) stretches
     the moment in which a killed process leaves rows sent without their dots from a few microseconds
     to the other thread's whole turn. A waiting thread asks for such a switch only once it has waited
-    the switch interval, so while any group commit of this process is under way (``held``, from
-    before its UPDATE) the interval is 50 ms: the threads already waiting get the interpreter while
-    that statement runs without it, and none asks again before the dots are kept. Measured in the
-    worker crash test (about 410 group commits a run, SQLite): without the hold 2 to 13 commits a run
-    were off the CPU between COMMIT and kept dots for 56 us to 1.1 ms, mostly waiting for the
-    interpreter; with it 0 to 4, for 56 to 72 us, only when the kernel ran another process. The
-    committing thread itself still lets others run whenever it waits (the UPDATE, the COMMIT's answer).
-    Between group commits (``shorten``) the interval is 0.1 ms (the default is 5 ms), so a connection
-    thread whose server answered runs soon (0.5 ms measured the same throughput as the default).
+    the switch interval, so while a group commit is under way (``held``, from before its UPDATE) the
+    interval is 50 ms: the threads already waiting get the interpreter while that statement runs
+    without it, and none asks again before the dots are kept. Measured in the worker crash test (about
+    410 group commits a run, SQLite): without the hold 2 to 13 commits a run were off the CPU between
+    COMMIT and kept dots for 56 us to 1.1 ms, mostly waiting for the interpreter; with it 0 to 4, for
+    56 to 72 us, only when the kernel ran another process. The committing thread itself still lets
+    others run whenever it waits (the UPDATE, the COMMIT's answer; and the COMMIT itself where it
+    cannot keep the interpreter lock, see core/sqlite_commit.py). Outside group commits the interval
+    is the process's own (Python's default, 5 ms): the 0.1 ms the sender used to set for the same
+    window cost CPU (10,000 messages, SQLite: 1.69-1.84 ms a message against 1.53-1.59 ms).
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._holders = 0
         self._outside = sys.getswitchinterval()
-
-    def shorten(self) -> None:
-        """From now on this process switches threads every 0.1 ms outside group commits (never raised again)."""
-        with self._lock:
-            self._outside = min(self._outside if self._holders else sys.getswitchinterval(), GIL_SWITCH_SECONDS)
-            if not self._holders:
-                sys.setswitchinterval(self._outside)
 
     @contextmanager
     def held(self) -> Iterator[None]:
