@@ -7,51 +7,19 @@ from datetime import timedelta
 
 import pytest
 from fastapi.testclient import TestClient
-from httpx import Response
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from tests.support.campaigns import make_list, make_segment
 from tests.support.consent import record
-from tests.support.factories import as_system, make_member, make_workspace
-from tests.support.web import sign_in
-from zgoda.accounts.models import Workspace
+from tests.support.factories import make_workspace
+from tests.support.web import Browser
 from zgoda.accounts.roles import Role
 from zgoda.audiences import service as audiences
 from zgoda.audiences.models import ContactList, ListMember, Segment
 from zgoda.consent import sources
 from zgoda.contacts import service as contacts
 from zgoda.core.clock import utcnow
-
-
-class Browser:
-    """A workspace with one member per role; signs in as one of them."""
-
-    def __init__(self, client: TestClient, session: Session) -> None:
-        self.client = client
-        self.session = session
-        self.workspace: Workspace = make_workspace(session, name="Kawiarnia Zgoda")
-        self.users = {role: make_member(session, self.workspace, role) for role in Role}
-        session.commit()
-        self.slug = self.workspace.slug
-        self.csrf = ""
-
-    def sign_in(self, role: Role) -> Browser:
-        self.client.cookies.clear()
-        self.csrf = sign_in(self.client, self.users[role].email)
-        return self
-
-    def page(self, path: str) -> str:
-        response = self.client.get(f"/w/{self.slug}{path}")
-        assert response.status_code == 200, response.text[:500]
-        return response.text
-
-    def post(self, path: str, **data: str) -> Response:
-        return self.client.post(f"/w/{self.slug}{path}", data={"csrf_token": self.csrf, **data})
-
-    def scoped(self) -> Session:
-        as_system(self.session, self.workspace)
-        return self.session
 
 
 @pytest.fixture

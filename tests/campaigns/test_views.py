@@ -10,10 +10,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from tests.audiences.test_views import Browser
 from tests.support.campaigns import make_campaign, make_list, make_sendable, make_sending_domain, make_template
 from tests.support.consent import record
 from tests.support.factories import make_workspace
+from tests.support.web import Browser
 from zgoda.accounts.models import Workspace
 from zgoda.accounts.roles import Role
 from zgoda.audiences import service as audiences

@@ -9,14 +9,12 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from fastapi.testclient import TestClient
-from httpx import Response
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tests.support.consent import record
-from tests.support.factories import as_system, make_member, make_workspace
-from tests.support.web import sign_in
-from zgoda.accounts.models import Workspace
+from tests.support.factories import as_system
+from tests.support.web import Browser
 from zgoda.accounts.roles import Role
 from zgoda.audit.models import AuditEntry
 from zgoda.consent import ledger, purposes, sources
@@ -25,39 +23,6 @@ from zgoda.contacts import service as contacts
 from zgoda.contacts.models import Contact
 from zgoda.core.clock import utcnow
 from zgoda.core.settings import Settings
-
-
-class Browser:
-    """A workspace with one member per role; signs in as one of them."""
-
-    def __init__(self, client: TestClient, session: Session) -> None:
-        self.client = client
-        self.session = session
-        self.workspace: Workspace = make_workspace(session, name="Kawiarnia Zgoda")
-        self.users = {role: make_member(session, self.workspace, role) for role in Role}
-        session.commit()
-        self.slug = self.workspace.slug
-        self.csrf = ""
-
-    def sign_in(self, role: Role) -> Browser:
-        self.client.cookies.clear()
-        self.csrf = sign_in(self.client, self.users[role].email)
-        return self
-
-    def page(self, path: str) -> str:
-        response = self.client.get(f"/w/{self.slug}{path}")
-        assert response.status_code == 200, response.text[:500]
-        return response.text
-
-    def post(self, path: str, **data: str) -> Response:
-        return self.client.post(f"/w/{self.slug}{path}", data={"csrf_token": self.csrf, **data})
-
-    def scoped(self) -> Session:
-        as_system(self.session, self.workspace)
-        return self.session
-
-    def count(self, model: Any, *where: Any) -> int:
-        return self.scoped().scalar(select(func.count()).select_from(model).where(*where)) or 0
 
 
 @pytest.fixture

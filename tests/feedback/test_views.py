@@ -14,10 +14,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
-from tests.audiences.test_views import Browser
 from tests.feedback.test_api import make_event, make_send
 from tests.support.campaigns import make_campaign
 from tests.support.factories import as_system, make_workspace
+from tests.support.web import Browser
 from zgoda.accounts.roles import Role
 from zgoda.campaigns.models import SendStatus
 from zgoda.contacts import service as contacts
