@@ -20,7 +20,7 @@ dots, 1 skipped in 40 kills; with both held in the kernel and let go together (c
 (core/sqlite_commit.py), then the dots kept: 0, and 0 again. SQLite, ``--mode worker``, 100 kills,
 6,000 contacts: 1 skipped while a thread waiting for the interpreter could still take it between the
 COMMIT and the kept dots; 0 with the 50 ms switch interval held during group commits
-(``_ThreadSwitches`` in campaigns/sending.py).
+(``_ThreadSwitches`` in campaigns/sending.py). PostgreSQL, ``--mode worker``, 100 kills, with it: 0.
 """
 
 from __future__ import annotations
