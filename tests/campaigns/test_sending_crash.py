@@ -188,6 +188,8 @@ def test_a_killed_worker_is_taken_over_by_another(fresh_database_url: str, tmp_p
                 if process is not None and process.poll() is None:
                     os.killpg(process.pid, signal.SIGTERM)
                     process.wait(timeout=30)
+            with celery.connection_for_write(broker) as connection:
+                connection.default_channel.queue_delete(queue)  # the run's own queue, not left in RabbitMQ
             configure(Settings(secret_key="x" * 40, data_dir=tmp_path))  # type: ignore[arg-type]
             celery.close()  # the producer pool goes back to the in-memory broker for later tests
             database.engine.dispose()
