@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import inspect
 import io
 import json
 import os
@@ -83,6 +84,7 @@ from zgoda.core.keys import address_hasher
 from zgoda.core.migrate import upgrade
 from zgoda.core.settings import Settings
 from zgoda.core.tenancy import Actor, bind_scope, unscoped
+from zgoda.delivery.transport import SmtpConnection
 
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/"
 DEFAULT_BROKER = "amqp://guest:guest@127.0.0.1:5672//"
@@ -473,6 +475,67 @@ def settings_for(url: str, port: int, connections: int, data_dir: Path, parallel
 # --- the measured runs --------------------------------------------------------------------------
 
 
+# Where an inline run's time goes (--phases): the sender's own steps, timed by wrapping them. These are
+# private names of zgoda.campaigns.sending and zgoda.delivery.transport; rename them here with the code.
+PHASES: list[tuple[Any, str, str]] = [
+    (SmtpConnection, "prepare", "SMTP: envelope and message up to the dot"),
+    (SmtpConnection, "verdict", "SMTP: the answer to the final dot"),
+    (sending._GroupCommit, "wait", "waiting for the message's group commit"),
+    (sending._SentRows, "write", "a group commit (every step below)"),
+    (sending._SentRows, "_mark_group", "  PostgreSQL: its UPDATE"),
+    (sending._SentRows, "_mark_rows", "  SQLite: its UPDATEs"),
+    (sending._SentRows, "_commit_with_dots", "  PostgreSQL: COMMIT with the dots"),
+    (sending._SentRows, "_dots_then_commit", "  SQLite: dots held, COMMIT, dots kept"),
+    (sending._Pipeline, "_build", "building a message (render, compose, sign)"),
+    (sending, "_claim_and_decide", "claiming a batch and asking the gate"),
+]
+
+
+@contextmanager
+def phase_timers() -> Iterator[dict[str, list[float]]]:
+    """Wall seconds of each call of the steps in ``PHASES``, by description, while the block runs."""
+    spent: dict[str, list[float]] = {label: [] for _, _, label in PHASES}
+    originals = [(owner, name, inspect.getattr_static(owner, name)) for owner, name, _ in PHASES]
+    lock = threading.Lock()
+
+    def timed(function: Any, label: str) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                seconds = time.perf_counter() - started
+                with lock:
+                    spent[label].append(seconds)
+
+        return wrapper
+
+    for (owner, name, function), (_, _, label) in zip(originals, PHASES, strict=True):
+        if isinstance(function, staticmethod):
+            setattr(owner, name, staticmethod(timed(function.__func__, label)))
+        else:
+            setattr(owner, name, timed(function, label))
+    try:
+        yield spent
+    finally:
+        for owner, name, function in originals:
+            setattr(owner, name, function)
+
+
+def print_phases(spent: dict[str, list[float]], messages: int, seconds: float, connections: int) -> None:
+    print(f"where the time went ({messages:,} messages in {seconds:.1f} s; {connections} connection threads):")
+    print(f"  {'step':<46} {'calls':>7} {'ms/call':>8} {'ms/message':>10}")
+    for label, calls in spent.items():
+        if calls:
+            total = sum(calls)
+            print(f"  {label:<46} {len(calls):>7,} {1000 * total / len(calls):>8.3f} {1000 * total / messages:>10.3f}")
+    cycle = sum(sum(spent[label]) for _, _, label in PHASES[:3]) / messages * 1000
+    print(
+        f"  a connection's cycle per message: {cycle:.2f} ms in these steps, "
+        f"{1000 * seconds * connections / messages:.2f} ms in all (the rest: waiting for a built message)"
+    )
+
+
 def run_inline(database: Database, seeded: Seeded, campaign_id: int, settings: Settings) -> float:
     started = time.perf_counter()
     start(database, seeded, campaign_id)
@@ -620,6 +683,11 @@ def measure(name: str, url: str, args: argparse.Namespace, sink: Sink, data_dir:
                 pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(30)
                 print(out.getvalue())
                 purge_queue(queue)
+            elif count == 0 and args.phases:
+                with phase_timers() as spent:
+                    measured.seconds = run_inline(database, seeded, campaign_id, base_settings)
+                print_phases(spent, args.contacts, measured.seconds, args.connections)
+                purge_queue(queue)
             elif count == 0:
                 measured.seconds = run_inline(database, seeded, campaign_id, base_settings)
                 purge_queue(queue)  # the start queued prepare_campaign: nobody is to run it
@@ -700,6 +768,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--inline-pg", action="store_true", help="also measure the inline mode on PostgreSQL")
     parser.add_argument("--timeout", type=float, default=900.0, help="give up on a run after this many seconds")
     parser.add_argument("--profile", action="store_true", help="cProfile the inline runs (print the top functions)")
+    parser.add_argument(
+        "--phases", action="store_true", help="time the sender's steps in the inline runs (where a message waits)"
+    )
     parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
     args = parser.parse_args(argv)
     args.workers = [int(w) for w in str(args.workers).split(",") if w.strip()]
