@@ -1,6 +1,7 @@
 """Consent ledger benchmark: record events through the service layer, then verify every chain.
 
-Run: ``uv run python benchmarks/ledger.py [--events N] [--batch B] [--database sqlite|postgresql|both]``
+Run: ``uv run python benchmarks/ledger.py [--events N] [--batch B] [--database sqlite|postgresql|both]
+[--repeat R]``
 
 For each database: a fresh SQLite file in a temporary directory, or a fresh PostgreSQL database
 (``CREATE DATABASE`` a unique name on ``--pg-url``, dropped at the end), migrated with Alembic. A
@@ -23,6 +24,7 @@ import io
 import platform
 import pstats
 import random
+import statistics
 import sys
 import tempfile
 import time
@@ -463,20 +465,53 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--sqlite-cache-mb", type=int, default=0, help="SQLite page cache per connection (default: SQLite's 2 MB)"
     )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="measure each database this many times, each on a fresh database (the report adds every run's "
+        "ratio and their median: one run's ratio moves with the machine's speed)",
+    )
     args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error("--repeat must be 1 or more")
     results: list[Figures] = []
-    if args.database in ("sqlite", "both"):
-        with tempfile.TemporaryDirectory(prefix="zgoda-bench-") as directory:
-            results.append(run("sqlite", sqlite_url(Path(directory)), args))
-    if args.database in ("postgresql", "both"):
-        name, url = create_pg_database(args.pg_url)
-        try:
-            results.append(run("postgresql", url, args))
-        finally:
-            drop_pg_database(args.pg_url, name)
+    for _ in range(args.repeat):
+        if args.database in ("sqlite", "both"):
+            with tempfile.TemporaryDirectory(prefix="zgoda-bench-") as directory:
+                results.append(run("sqlite", sqlite_url(Path(directory)), args))
+        if args.database in ("postgresql", "both"):
+            name, url = create_pg_database(args.pg_url)
+            try:
+                results.append(run("postgresql", url, args))
+            finally:
+                drop_pg_database(args.pg_url, name)
     report(results)
+    if args.repeat > 1:
+        report_repeats(results)
     ok = all(f.chain_ok and f.states_ok for f in results)
     return 0 if ok else 1
+
+
+def report_repeats(all_figures: list[Figures]) -> None:
+    """Each run's recording ratio and verifying rate, and their medians, per database."""
+    print()
+    for database in dict.fromkeys(f.database for f in all_figures):
+        runs = [f for f in all_figures if f.database == database]
+        ratios = [f.record_seconds / f.baseline_seconds for f in runs]
+        cpu_ratios = [f.record_cpu / f.baseline_cpu for f in runs if f.baseline_cpu]
+        rates = [f.events / f.verify_seconds for f in runs]
+        ratio, rate_ = statistics.median(ratios), statistics.median(rates)
+        print(
+            f"{database}: {len(runs)} runs; recording {', '.join(f'{r:.2f}x' for r in ratios)} the baseline, "
+            f"median {ratio:.2f}x (goal <= {RECORD_GOAL_RATIO:.0f}x: "
+            f"{'MET' if ratio <= RECORD_GOAL_RATIO else 'NOT MET'}); in CPU seconds of this process "
+            f"{', '.join(f'{r:.2f}x' for r in cpu_ratios)}"
+        )
+        print(
+            f"{'':<{len(database)}}  verifying {', '.join(f'{r:,.0f}' for r in rates)} events/s, median {rate_:,.0f} "
+            f"(goal >= {VERIFY_GOAL_RATE:,}/s: {'MET' if rate_ >= VERIFY_GOAL_RATE else 'NOT MET'})"
+        )
 
 
 if __name__ == "__main__":
