@@ -1022,8 +1022,7 @@ class _QuietGate:
     waits for it (measured, the commit call's 90th percentile: 2.0 ms with builders running, 0.84 ms
     with this gate).
     So a build is a ``step`` that waits while a commit is ``critical``, and a commit waits for the
-    builds under way to end before it sends COMMIT, except a build in a ``pause``: its RSA signature,
-    which OpenSSL computes without the interpreter lock (the build goes on once the commit is over).
+    builds under way to end before it sends COMMIT.
     """
 
     def __init__(self) -> None:
