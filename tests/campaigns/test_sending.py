@@ -5,7 +5,6 @@ from __future__ import annotations
 import email
 import email.policy
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -130,60 +129,6 @@ def test_the_switch_hold_lasts_until_the_last_group_commit_of_the_process_ends()
         assert sys.getswitchinterval() == outside
     finally:
         sys.setswitchinterval(before)
-
-
-def test_a_group_commit_does_not_wait_for_a_build_that_is_signing() -> None:
-    """The RSA signature runs without the interpreter lock: a commit may go critical meanwhile, and the build
-    goes on in Python only once the commit is over."""
-    quiet = sending._QuietGate()
-    signing, commit_done, resumed = threading.Event(), threading.Event(), threading.Event()
-    order: list[str] = []
-
-    def build() -> None:
-        with quiet.step():
-            with quiet.pause():
-                signing.set()
-                assert commit_done.wait(5)
-            order.append("build resumed")
-            resumed.set()
-
-    builder = threading.Thread(target=build)
-    builder.start()
-    assert signing.wait(5)
-    with quiet.critical():  # entered while the build is in its pause: no wait for it
-        order.append("commit critical")
-        commit_done.set()
-        assert not resumed.wait(0.2)  # the build leaves its pause but waits for the commit to end
-        order.append("commit done")
-    builder.join(5)
-    assert order == ["commit critical", "commit done", "build resumed"]
-
-
-def test_a_group_commit_waits_for_a_build_running_python() -> None:
-    quiet = sending._QuietGate()
-    inside, release = threading.Event(), threading.Event()
-
-    def build() -> None:
-        with quiet.step():
-            inside.set()
-            assert release.wait(5)
-
-    builder = threading.Thread(target=build)
-    builder.start()
-    assert inside.wait(5)
-    entered = threading.Event()
-
-    def commit() -> None:
-        with quiet.critical():
-            entered.set()
-
-    committer = threading.Thread(target=commit)
-    committer.start()
-    assert not entered.wait(0.2)
-    release.set()
-    assert entered.wait(5)
-    builder.join(5)
-    committer.join(5)
 
 
 def test_every_message_carries_the_footer_and_the_unsubscribe_headers(

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import base64
 import email.policy
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from email.message import EmailMessage
 
 import dkim as dkimpy
@@ -16,7 +15,6 @@ from dkim.canonicalization import Relaxed
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from zgoda.delivery import dkim as dkim_module
 from zgoda.delivery.dkim import (
     DEFAULT_SIGNED_HEADERS,
     DkimKey,
@@ -105,48 +103,6 @@ def test_a_campaign_message_verifies(signer: DkimSigner, dns: dict[str, str]) ->
     assert signed.endswith(raw)
     assert verify(signed, dns.get)
     assert dkimpy.verify(signed, dnsfunc=lambda name, timeout=5: dns.get(name.decode().rstrip("."), "").encode())
-
-
-def test_only_the_rsa_step_runs_inside_while_signing(
-    signer: DkimSigner, dns: dict[str, str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The sender lets a group commit go ahead while a build is inside it: no Python of ours may run there."""
-    inside = False
-    calls: list[bool] = []
-
-    @contextmanager
-    def while_signing() -> Iterator[None]:
-        nonlocal inside
-        inside = True
-        try:
-            yield
-        finally:
-            inside = False
-
-    def spy(function: Callable[..., bytes]) -> Callable[..., bytes]:
-        def called(*args: object, **kwargs: object) -> bytes:
-            calls.append(inside)
-            return function(*args, **kwargs)
-
-        return called
-
-    class Key:  # the private key, telling whether it signs inside
-        def __init__(self, key: rsa.RSAPrivateKey) -> None:
-            self.key, self.signed_inside = key, list[bool]()
-
-        def sign(self, data: bytes, *args: object) -> bytes:
-            self.signed_inside.append(inside)
-            return self.key.sign(data, *args)  # type: ignore[arg-type]
-
-    key = Key(signer._key)
-    monkeypatch.setattr(signer, "_key", key)
-    monkeypatch.setattr(dkim_module, "canonicalize_header_relaxed", spy(dkim_module.canonicalize_header_relaxed))
-    monkeypatch.setattr(dkim_module, "canonicalize_body_relaxed", spy(dkim_module.canonicalize_body_relaxed))
-    signed = signer.sign(campaign_message(), while_signing=while_signing)
-    assert key.signed_inside == [True]  # one signature, made inside
-    assert calls and not any(calls)  # canonicalisation ran outside
-    assert not inside
-    assert verify(signed, dns.get)
 
 
 def test_every_default_header_is_in_h_including_rfc8058_ones(signer: DkimSigner) -> None:

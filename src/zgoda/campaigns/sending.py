@@ -282,13 +282,8 @@ def recipient_for(
     )
 
 
-def build_message(
-    ctx: CampaignContext,
-    recipient: Recipient,
-    *,
-    while_signing: Callable[[], AbstractContextManager[object]] = nullcontext,
-) -> OutgoingMessage:
-    """Render, add the footer and the headers, and sign one message (the RSA step inside ``while_signing()``)."""
+def build_message(ctx: CampaignContext, recipient: Recipient) -> OutgoingMessage:
+    """Render, add the footer and the headers, and sign one message."""
     ref = links.new_send_ref()
     link = links.LinkToken(
         workspace_id=ctx.workspace_id,
@@ -345,7 +340,7 @@ def build_message(
         extra_headers=provider_ref_headers(ctx.provider, ref),
     )
     if ctx.signer is not None:
-        data = ctx.signer.sign(data, while_signing=while_signing)
+        data = ctx.signer.sign(data)
     return OutgoingMessage(
         send_id=recipient.send_id,
         contact_id=recipient.contact_id,
@@ -917,7 +912,7 @@ class _Pipeline:
         """The recipient's message; None when the template cannot be rendered for it (its row says why)."""
         try:
             with self.quiet.step():
-                return build_message(self.ctx, recipient, while_signing=self.quiet.pause)
+                return build_message(self.ctx, recipient)
         except InvalidInput as error:
             with self.outcome.lock:
                 self.outcome.failed += 1
@@ -1043,22 +1038,6 @@ class _QuietGate:
                 self._building -= 1
                 if not self._building:
                     self._changed.notify_all()
-
-    @contextmanager
-    def pause(self) -> Iterator[None]:
-        """Inside a ``step``: a stretch that runs without the interpreter lock (a commit need not wait for it);
-        the step goes on once no commit is critical."""
-        with self._changed:
-            self._building -= 1
-            if not self._building:
-                self._changed.notify_all()
-        try:
-            yield
-        finally:
-            with self._changed:
-                while self._committing:
-                    self._changed.wait()
-                self._building += 1
 
     @contextmanager
     def critical(self) -> Iterator[None]:

@@ -18,7 +18,6 @@ import hashlib
 import re
 import time
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives import hashes, serialization
@@ -155,18 +154,8 @@ class DkimSigner:
         self._key = key
         self._h_tag = _fold_list(names)
 
-    def sign(
-        self,
-        message: bytes,
-        *,
-        timestamp: int | None = None,
-        while_signing: Callable[[], AbstractContextManager[object]] = nullcontext,
-    ) -> bytes:
-        """The message (CRLF line endings, ending in CRLF) with a ``DKIM-Signature`` header on top.
-
-        The RSA signature itself runs inside ``while_signing()``: OpenSSL computes it without Python's
-        interpreter lock, so a caller that keeps other threads waiting while it runs Python can let them go.
-        """
+    def sign(self, message: bytes, *, timestamp: int | None = None) -> bytes:
+        """The message (CRLF line endings, ending in CRLF) with a ``DKIM-Signature`` header on top."""
         message = _crlf(message)
         end = message.find(b"\r\n\r\n")
         if end < 0:
@@ -197,9 +186,7 @@ class DkimSigner:
         ).encode("ascii")
         # The signature header itself is hashed last, with an empty b= and no final CRLF (§3.7).
         chunks.append(canonicalize_header_relaxed(b"DKIM-Signature: " + unsigned)[:-2])
-        signed = b"".join(chunks)
-        with while_signing():
-            signature = self._key.sign(signed, padding.PKCS1v15(), hashes.SHA256())
+        signature = self._key.sign(b"".join(chunks), padding.PKCS1v15(), hashes.SHA256())
         encoded = base64.b64encode(signature)
         folded = b"\r\n\t".join(encoded[i : i + 72] for i in range(0, len(encoded), 72))
         return b"DKIM-Signature: " + unsigned + folded + b"\r\n" + message
