@@ -18,6 +18,7 @@ from tests.support.databases import (
     new_database,
     pg_admin_url,
 )
+from tests.support.web import Browser
 from zgoda.core.db import Database, make_engine
 from zgoda.core.migrate import upgrade
 from zgoda.core.settings import Settings
@@ -90,6 +91,12 @@ def app(settings: Settings, db: Database) -> FastAPI:
 def client(app: FastAPI) -> Iterator[TestClient]:
     with TestClient(app, follow_redirects=True) as client:
         yield client
+
+
+@pytest.fixture
+def browser(client: TestClient, session: Session) -> Browser:
+    """A workspace with one member per role, driven through its pages (tests/e2e has its own: Chromium)."""
+    return Browser(client, session)
 
 
 @pytest.fixture

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
-import pytest
-from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -20,11 +18,6 @@ from zgoda.audiences.models import ContactList, ListMember, Segment
 from zgoda.consent import sources
 from zgoda.contacts import service as contacts
 from zgoda.core.clock import utcnow
-
-
-@pytest.fixture
-def browser(client: TestClient, session: Session) -> Browser:
-    return Browser(client, session)
 
 
 def _contact(browser: Browser, email: str, city: str = "Kraków", *, consent: bool = False) -> int:

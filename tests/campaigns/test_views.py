@@ -5,8 +5,6 @@ from __future__ import annotations
 from datetime import timedelta
 from zoneinfo import ZoneInfo
 
-import pytest
-from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -21,11 +19,6 @@ from zgoda.audit.models import AuditEntry
 from zgoda.campaigns.models import Campaign, Template
 from zgoda.contacts import service as contacts
 from zgoda.core.clock import utcnow
-
-
-@pytest.fixture
-def browser(client: TestClient, session: Session) -> Browser:
-    return Browser(client, session)
 
 
 def test_campaigns_index_shows_names_and_status(browser: Browser) -> None:

@@ -25,11 +25,6 @@ from zgoda.core.clock import utcnow
 from zgoda.core.settings import Settings
 
 
-@pytest.fixture
-def browser(client: TestClient, session: Session) -> Browser:
-    return Browser(client, session)
-
-
 def _contact(browser: Browser, email: str = "anna@example.pl", **extra: Any) -> Contact:
     contact = contacts.upsert_contact(browser.scoped(), contacts.ContactData(email=email, **extra)).contact
     browser.session.commit()

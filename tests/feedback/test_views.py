@@ -10,8 +10,6 @@ import time
 from email.header import Header
 from pathlib import Path
 
-import pytest
-from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 from tests.feedback.test_api import make_event, make_send
@@ -79,11 +77,6 @@ def write_caught(
     content = caught_message(slug=slug, campaign_id=campaign_id, subject=subject, to=to)
     (maildir / "new" / key).write_bytes(envelope + content)
     return key
-
-
-@pytest.fixture
-def browser(client: TestClient, session: Session) -> Browser:
-    return Browser(client, session)
 
 
 # --- suppressions -----------------------------------------------------------------------------
