@@ -52,6 +52,7 @@ import platform
 import pstats
 import re
 import secrets
+import selectors
 import signal
 import smtplib
 import subprocess
@@ -84,7 +85,7 @@ from zgoda.core.keys import address_hasher
 from zgoda.core.migrate import upgrade
 from zgoda.core.settings import Settings
 from zgoda.core.tenancy import Actor, bind_scope, unscoped
-from zgoda.delivery.transport import SmtpConnection
+from zgoda.delivery.channel import SmtpChannel
 
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/"
 DEFAULT_BROKER = "amqp://guest:guest@127.0.0.1:5672//"
@@ -478,10 +479,12 @@ def settings_for(url: str, port: int, connections: int, data_dir: Path, parallel
 # Where an inline run's time goes (--phases): the sender's own steps, timed by wrapping them. These are
 # private names of zgoda.campaigns.sending and zgoda.delivery.transport; rename them here with the code.
 PHASES: list[tuple[Any, str, str]] = [
-    (SmtpConnection, "prepare", "SMTP: envelope and message up to the dot"),
-    (SmtpConnection, "verdict", "SMTP: the answer to the final dot"),
-    (sending._GroupCommit, "wait", "waiting for the message's group commit"),
-    (sending._SentRows, "write", "a group commit (every step below)"),
+    (SmtpChannel, "start", "SMTP: a message's envelope written"),
+    (SmtpChannel, "on_readable", "SMTP: replies read and acted on"),
+    (SmtpChannel, "on_writable", "SMTP: the rest of a message written"),
+    (sending._Pipeline, "_commit_prepared", "a group commit with its dots"),
+    (selectors.DefaultSelector, "select", "the sending thread waiting in its selector"),
+    (sending._SentRows, "write", "a group's sent rows (every step below)"),
     (sending._SentRows, "_mark_group", "  PostgreSQL: its UPDATE"),
     (sending._SentRows, "_mark_rows", "  SQLite: its UPDATEs"),
     (sending._SentRows, "_commit_with_dots", "  PostgreSQL: COMMIT with the dots"),
@@ -523,16 +526,17 @@ def phase_timers() -> Iterator[dict[str, list[float]]]:
 
 
 def print_phases(spent: dict[str, list[float]], messages: int, seconds: float, connections: int) -> None:
-    print(f"where the time went ({messages:,} messages in {seconds:.1f} s; {connections} connection threads):")
+    print(f"where the time went ({messages:,} messages in {seconds:.1f} s):")
     print(f"  {'step':<46} {'calls':>7} {'ms/call':>8} {'ms/message':>10}")
     for label, calls in spent.items():
         if calls:
             total = sum(calls)
             print(f"  {label:<46} {len(calls):>7,} {1000 * total / len(calls):>8.3f} {1000 * total / messages:>10.3f}")
-    cycle = sum(sum(spent[label]) for _, _, label in PHASES[:3]) / messages * 1000
+    busy = sum(sum(spent[label]) for _, _, label in PHASES[:4]) / messages * 1000
+    waiting = sum(spent[PHASES[4][2]]) / messages * 1000
     print(
-        f"  a connection's cycle per message: {cycle:.2f} ms in these steps, "
-        f"{1000 * seconds * connections / messages:.2f} ms in all (the rest: waiting for a built message)"
+        f"  the sending thread per message: {busy:.3f} ms in SMTP steps and group commits, {waiting:.3f} ms in "
+        f"its selector, {1000 * seconds / messages:.3f} ms in all ({connections} connections)"
     )
 
 

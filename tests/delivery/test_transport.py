@@ -347,5 +347,5 @@ def test_the_final_dot_can_go_out_without_a_thread_switch() -> None:
 
     left, right = sockets.socketpair()
     with left, right:
-        assert transport._send_holding_gil(left, transport.DOT)
+        assert transport._send_holding_gil(left, transport.DOT, 5.0)
         assert right.recv(10) == b".\r\n"

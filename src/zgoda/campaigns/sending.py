@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import queue
+import selectors
 import socket
 import sys
 import threading
@@ -62,13 +64,13 @@ from zgoda.core.db import SQLITE_CHECKPOINT_PAGES, Database
 from zgoda.core.errors import InvalidInput
 from zgoda.core.settings import Settings
 from zgoda.core.tenancy import Actor, bind_scope, unscoped
+from zgoda.delivery.channel import Broken, Phase, SmtpChannel, Step, Verdict
 from zgoda.delivery.dkim import DkimSigner
 from zgoda.delivery.transport import (
     Prepared,
     SmtpConnection,
     SmtpConnectionError,
     SmtpOutcome,
-    SmtpOutcomeUnknown,
     SmtpSettings,
     smtp_settings_from,
 )
@@ -706,12 +708,15 @@ BUILD_THREADS = 1
 
 
 class _Pipeline:
-    """Builder threads turn recipients into signed messages; K connection threads send them.
+    """A builder thread turns recipients into signed messages; one sending thread keeps K SMTP connections busy.
 
-    A connection thread writes its message up to the final dot, hands it to the group commit, which
-    marks it sent together with whatever the other connections have ready, and only then is the dot
-    written: the two-phase send of the module's docstring, without rounds in which connections wait
-    for each other, and with the next message built before a connection is free for it.
+    The sending thread drives every connection from one selector (delivery/channel.py): it writes a
+    message up to its final dot, and whenever messages are prepared it commits them as sent in one
+    transaction (the group commit, ``_GroupCommit``), whose writer then writes their final dots;
+    it reads the verdicts as they come. That is the two-phase send of the module's docstring, with
+    no thread per connection: on a busy interpreter K threads handed the interpreter lock to each
+    other at every step of every message (docs/benchmarks.md, sending, fifth and sixth rounds).
+    Opening a connection (connect, EHLO, TLS, login) blocks, so it runs on a short-lived thread.
     """
 
     def __init__(
@@ -757,20 +762,22 @@ class _Pipeline:
         self._lease = lease
         self._renew_every = lease / 3
         self._renewed = time.monotonic()
+        self._selector = selectors.DefaultSelector()
+        self._wake_in, self._wake_out = socket.socketpair()
+        self._wake_in.setblocking(False)
+        self._wake_out.setblocking(False)
+        self._selector.register(self._wake_in, selectors.EVENT_READ, None)
+        self._wanting = False  # the sending thread has a free connection and found nothing ready
+        self._opened: queue.SimpleQueue[tuple[SmtpChannel, BaseException | None]] = queue.SimpleQueue()
+        self._opening = 0
+        self._channels = [SmtpChannel(SmtpConnection(smtp), self._selector) for _ in range(connections)]
+        self._prepared: list[SmtpChannel] = []
         self._builders = [
             threading.Thread(target=self._build_loop, name=f"zgoda-build-{number}", daemon=True)
             for number in range(BUILD_THREADS)
         ]
-        self._senders = [
-            threading.Thread(
-                target=self._connection_loop,
-                args=(SmtpConnection(smtp),),
-                name=f"zgoda-smtp-{number}",
-                daemon=True,
-            )
-            for number in range(connections)
-        ]
-        for thread in (*self._builders, *self._senders):
+        self._sender = threading.Thread(target=self._send_loop, name="zgoda-smtp", daemon=True)
+        for thread in (*self._builders, self._sender):
             thread.start()
 
     @property
@@ -815,10 +822,9 @@ class _Pipeline:
             thread.join()
         self._drain_recipients()
         self._drain(self._ready, lambda item: item[0].send_id)  # (recipient, message) pairs built, never sent
-        for _ in self._senders:
-            self._ready.put(None)
-        for thread in self._senders:
-            thread.join()
+        self._ready.put(None)
+        self._wake()
+        self._sender.join()
         self.committer.close()
         if self._unsent:
             try:
@@ -861,7 +867,12 @@ class _Pipeline:
                     while_full()
         return False
 
-    # -- in each builder thread ---------------------------------------------------------------------
+    def _wake(self) -> None:
+        """Wake the sending thread from its selector (one byte on its own socket pair)."""
+        with contextlib.suppress(OSError):  # full: a wake is already waiting
+            self._wake_out.send(b"\0")
+
+    # -- in the builder thread ------------------------------------------------------------------------
 
     def _build_loop(self) -> None:
         while True:
@@ -882,31 +893,9 @@ class _Pipeline:
                 self._recipients.task_done()
             elif not self._put(self._ready, (recipient, message)):
                 self._set_aside(recipient.send_id, done=True)
-
-    # -- in each connection thread ------------------------------------------------------------------
-
-    def _connection_loop(self, connection: SmtpConnection) -> None:
-        try:
-            while True:
-                item = self._ready.get()
-                if item is None:
-                    return
-                recipient, message = item
-                try:
-                    if self._stop.is_set():
-                        self._set_aside(recipient.send_id, done=False)  # marked done below
-                        continue
-                    entry = self._hand_in(connection, message)
-                    if entry is not None:
-                        self._finish(connection, entry)
-                except BaseException as error:  # noqa: BLE001 - the run re-raises it in the calling thread
-                    if connection.is_prepared:
-                        connection.abandon()  # never completed: the server discards it, the row's lease ends
-                    self._fail(error)
-                finally:
-                    self._recipients.task_done()
-        finally:
-            connection.close()
+            elif self._wanting:
+                self._wanting = False
+                self._wake()
 
     def _build(self, recipient: Recipient) -> OutgoingMessage | None:
         """The recipient's message; None when the template cannot be rendered for it (its row says why)."""
@@ -921,52 +910,205 @@ class _Pipeline:
             self.committer.update(recipient.send_id, failed, held=True)
             return None
 
-    def _hand_in(self, connection: SmtpConnection, message: OutgoingMessage) -> _Entry | None:
-        """Write the message up to its final dot and hand it to the group commit (without waiting for it).
+    # -- in the sending thread ------------------------------------------------------------------------
 
-        None when it went no further: the server refused it, or the connection failed (the row says so).
-        """
-        outcome = self.outcome
-        self._pacer.wait()
+    def _send_loop(self) -> None:
         try:
-            result = connection.prepare(message.mail_from, message.rcpt_to, message.data)
-        except SmtpConnectionError as error:
-            with outcome.lock:
-                outcome.retried += 1
+            self._serve()
+        except BaseException as error:  # noqa: BLE001 - the run re-raises it in the calling thread
+            self._fail(error)
+            for channel in self._channels:
+                if channel.payload is not None and channel.phase is not Phase.OPENING:
+                    if channel.connection.is_prepared:
+                        channel.connection.abandon()  # never completed: the server discards it
+                    self._set_aside(channel.payload[0].send_id, done=False)
+                    self._finished(channel)
+        finally:
+            for channel in self._channels:
+                if channel.phase is not Phase.OPENING:  # an opening one is its thread's (it fails on its own)
+                    channel.detach()
+                    channel.connection.close()
+            self._selector.close()
+            self._wake_in.close()
+            self._wake_out.close()
+
+    def _serve(self) -> None:
+        """The sending thread's loop: take built messages, advance every connection, commit, until shutdown."""
+        closing = False
+        while True:
+            closing = closing or self._take_work()
+            self._commit_prepared()
+            if closing and self._opening == 0 and all(channel.payload is None for channel in self._channels):
+                return
+            for key, events in self._selector.select(self._timeout()):
+                channel = key.data
+                if channel is None:
+                    with contextlib.suppress(OSError):
+                        self._wake_in.recv(4096)
+                    continue
+                if events & selectors.EVENT_WRITE:
+                    self._after(channel, channel.on_writable())
+                if events & selectors.EVENT_READ and channel.phase not in (Phase.CLOSED, Phase.OPENING):
+                    self._after(channel, channel.on_readable())
+            now = time.monotonic()
+            for channel in self._channels:
+                if channel.deadline < now:
+                    self._after(channel, channel.expire())
+            while True:
+                try:
+                    channel, error = self._opened.get_nowait()
+                except queue.Empty:
+                    break
+                self._opening -= 1
+                self._on_opened(channel, error)
+
+    def _take_work(self) -> bool:
+        """Give built messages to the free connections; True once the queue said there will be no more."""
+        for channel in self._channels:
+            if channel.payload is not None or channel.phase in (Phase.OPENING, Phase.RESET):
+                continue
+            if self._pacer.delay() > 0:
+                return False
+            self._wanting = True
+            try:
+                item = self._ready.get_nowait()
+            except queue.Empty:
+                return False
+            self._wanting = False
+            if item is None:
+                return True
+            if self._stop.is_set():
+                self._set_aside(item[0].send_id, done=True)
+                continue
+            self._pacer.take()
+            channel.payload = item
+            if channel.phase is Phase.CLOSED or channel.connection.due_for_rotation:
+                self._open(channel)
+            else:
+                self._begin(channel)
+        return False
+
+    def _timeout(self) -> float | None:
+        """How long the selector may wait: until the first reply overdue, or the pacer's next message."""
+        deadline = min(channel.deadline for channel in self._channels)
+        timeout = None if deadline == math.inf else max(0.0, deadline - time.monotonic())
+        delay = self._pacer.delay()
+        if delay > 0 and any(channel.payload is None for channel in self._channels):
+            timeout = delay if timeout is None else min(timeout, delay)
+        return timeout
+
+    def _open(self, channel: SmtpChannel) -> None:
+        """Open (or rotate) the channel's connection on a thread of its own; ``_on_opened`` follows."""
+        channel.detach()
+        self._opening += 1
+        threading.Thread(target=self._open_connection, args=(channel,), name="zgoda-smtp-open", daemon=True).start()
+
+    def _open_connection(self, channel: SmtpChannel) -> None:
+        error: BaseException | None = None
+        try:
+            if channel.connection.is_open:
+                channel.connection.close()  # rotated: QUIT first
+            channel.connection.open()
+        except BaseException as failure:  # noqa: BLE001 - the sending thread decides what it means
+            error = failure
+        self._opened.put((channel, error))
+        self._wake()
+
+    def _on_opened(self, channel: SmtpChannel, error: BaseException | None) -> None:
+        if error is None:
+            channel.opened()
+        else:
+            channel.phase = Phase.CLOSED
+        if channel.payload is None:
+            return
+        if error is None:
+            if self._stop.is_set():
+                self._set_aside(channel.payload[0].send_id, done=False)
+                self._finished(channel)
+            else:
+                self._begin(channel)
+        elif isinstance(error, SmtpConnectionError):
+            self._after(channel, Broken(error))
+        else:
+            self._set_aside(channel.payload[0].send_id, done=False)
+            self._finished(channel)
+            self._fail(error)
+
+    def _begin(self, channel: SmtpChannel) -> None:
+        message: OutgoingMessage = channel.payload[1]
+        self._after(channel, channel.start(message.mail_from, message.rcpt_to, message.data))
+
+    def _after(self, channel: SmtpChannel, step: Step) -> None:
+        """Act on what happened to the channel's message."""
+        if step is None:
+            return
+        message: OutgoingMessage = channel.payload[1]
+        if isinstance(step, Prepared):
+            self._failures_in_a_row = 0
+            self._prepared.append(channel)
+            return
+        if isinstance(step, Verdict):
+            self._verdict(message, step)
+        elif isinstance(step, Broken):
+            if step.stale:  # the server had closed it while idle: nothing was accepted; a fresh one, once
+                self._open(channel)
+                return
+            with self.outcome.lock:
+                self.outcome.retried += 1
             retry = {  # the server was never reached (or the connection broke): not an attempt
                 "status": SendStatus.PENDING,
                 "claimed_by": None,
                 "claimed_until": None,
                 "attempts": Send.attempts - 1,
-                "smtp_reply": str(error)[:500],
+                "smtp_reply": str(step.error)[:500],
             }
-            self.committer.update(message.send_id, retry, held=True)
-            self._connection_failed(error)
-            return None
-        with self._lock:
+            self.committer.defer(message.send_id, retry, held=True)
+            self._connection_failed(step.error)
+        else:  # refused before the dot
             self._failures_in_a_row = 0
-        if not isinstance(result, Prepared):
-            with outcome.lock:
-                values = _after_refusal(result, outcome)
-            self.committer.update(message.send_id, values, held=True)
-            return None
-        return self.committer.hand_in(message, connection)
+            with self.outcome.lock:
+                values = _after_refusal(step, self.outcome)
+            self.committer.defer(message.send_id, values, held=True)
+        self._finished(channel)
 
-    def _finish(self, connection: SmtpConnection, entry: _Entry) -> None:
-        """Wait for the message's commit (and its final dot, written by the committing thread); read the verdict."""
-        message = entry.message
-        assert message is not None
-        if not self.committer.wait(entry):
-            connection.abandon()  # no final dot: the server discards the message
+    def _finished(self, channel: SmtpChannel) -> None:
+        channel.payload = None
+        self._recipients.task_done()
+
+    def _commit_prepared(self) -> None:
+        """Commit the prepared messages as sent (and whatever else waits to be written); their dots follow."""
+        group = [channel for channel in self._prepared if channel.phase is Phase.PREPARED]
+        self._prepared = []
+        if not group and not self.committer.has_pending:
+            return
+        entries = [(channel, self.committer.hand_in(channel.payload[1], channel.connection)) for channel in group]
+        try:
+            self.committer.write_pending()
+        except BaseException as error:  # noqa: BLE001 - the run re-raises it in the calling thread
+            for channel, _ in entries:
+                if channel.connection.is_prepared:
+                    channel.connection.abandon()  # never completed: the server discards it, the row's lease ends
+                    channel.abandoned()
+                    self._finished(channel)
+                else:
+                    self._after(channel, channel.dot_written())
+            self._fail(error)
+            return
+        for channel, entry in entries:
+            if entry.owned:
+                self._after(channel, channel.dot_written())
+                continue
+            channel.connection.abandon()  # no final dot: the server discards the message
+            channel.abandoned()
             if entry.campaign_stopped:  # paused or cancelled meanwhile: nothing more goes out
-                self._set_aside(message.send_id, done=False)  # its recipient is marked done by the caller
+                self._set_aside(channel.payload[0].send_id, done=False)
                 self._stop.set()
             # otherwise another worker took the row over after our lease ran out
-            return
-        try:
-            reply: SmtpOutcome | None = connection.verdict()
-        except SmtpOutcomeUnknown:
-            reply = None  # recorded as sent: it may have been delivered, so it is never sent again
+            self._finished(channel)
+
+    def _verdict(self, message: OutgoingMessage, verdict: Verdict) -> None:
+        """The server's answer to a committed message's final dot."""
+        reply = verdict.outcome  # None: unknown; recorded as sent, as it may have been delivered
         if reply is not None and reply.code < 0:
             reply = None  # a garbled answer: it may have been delivered too
         with self.outcome.lock:
@@ -992,13 +1134,11 @@ class _Pipeline:
             else:
                 values.update(status=SendStatus.PENDING, ref=None)  # a new message with a new ref next time
                 outcome.retried += 1
-        self.committer.update(message.send_id, values, held=False)
+        self.committer.defer(message.send_id, values, held=False)
 
     def _connection_failed(self, error: SmtpConnectionError) -> None:
-        with self._lock:
-            self._failures_in_a_row += 1
-            every_connection_failed = self._failures_in_a_row >= self._connections
-        if every_connection_failed:
+        self._failures_in_a_row += 1
+        if self._failures_in_a_row >= self._connections:
             self._fail(SmtpUnavailable(str(error)))
 
     def _fail(self, error: BaseException) -> None:
@@ -1118,6 +1258,24 @@ class _GroupCommit:
     def update(self, send_id: int, values: dict[str, Any], *, held: bool) -> None:
         """Commit other values for a row (a refusal, a retry), if ``held`` only while this worker holds it."""
         self._commit(_Entry(send_id=send_id, values=values, held=held))
+
+    def defer(self, send_id: int, values: dict[str, Any], *, held: bool) -> None:
+        """As ``update``, written with the next group (``write_pending``) instead of now."""
+        with self._ready:
+            self._pending.append(_Entry(send_id=send_id, values=values, held=held))
+
+    @property
+    def has_pending(self) -> bool:
+        """Whether anything handed in or deferred waits to be written."""
+        return bool(self._pending)
+
+    def write_pending(self) -> None:
+        """Write everything handed in or deferred so far (waiting for a group under way first)."""
+        with self._ready:
+            if not self._pending:
+                return
+            last = self._pending[-1]
+        self._commit(last, handed_in=True)
 
     def _commit(self, entry: _Entry, *, handed_in: bool = False) -> _Entry:
         with self._ready:
@@ -1504,20 +1662,19 @@ def _after_refusal(reply: SmtpOutcome, outcome: RunOutcome) -> dict[str, Any]:
 
 
 class _Pacer:
-    """Keeps one run under a rate (messages per second), if a rate is set; shared by its threads."""
+    """Keeps one run under a rate (messages per second), if a rate is set; the sending thread's."""
 
     def __init__(self, rate: float | None) -> None:
         self.rate = rate
         self.started = time.monotonic()
         self.count = 0
-        self._lock = threading.Lock()
 
-    def wait(self) -> None:
+    def delay(self) -> float:
+        """Seconds until the next message may start (0: now)."""
         if not self.rate:
-            return
-        with self._lock:
-            self.count += 1
-            due = self.started + self.count / self.rate
-        delay = due - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
+            return 0.0
+        return max(0.0, self.started + (self.count + 1) / self.rate - time.monotonic())
+
+    def take(self) -> None:
+        """A message starts."""
+        self.count += 1

@@ -26,7 +26,7 @@ import ssl
 import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Literal
@@ -37,6 +37,8 @@ if TYPE_CHECKING:
     from zgoda.core.settings import Settings
 
 __all__ = [
+    "Envelope",
+    "EnvelopeRefusal",
     "Prepared",
     "SmtpAuthenticationError",
     "SmtpConnection",
@@ -46,6 +48,7 @@ __all__ = [
     "SmtpPool",
     "SmtpSettings",
     "SmtpTlsError",
+    "envelope_refusal",
     "normalise_message",
     "send_message",
     "smtp_settings_from",
@@ -188,7 +191,7 @@ _MSG_NOSIGNAL = getattr(socket, "MSG_NOSIGNAL", 0)
 _MSG_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
 
 
-def _send_holding_gil(sock: socket.socket, data: bytes) -> bool:
+def _send_holding_gil(sock: socket.socket, data: bytes, timeout: float) -> bool:
     """Write a few bytes to a plain TCP socket in one non-blocking ``send``; False if not all went out.
 
     A False leaves the caller to write what is left the usual way (which may block): only the bytes
@@ -200,9 +203,23 @@ def _send_holding_gil(sock: socket.socket, data: bytes) -> bool:
     if sent == len(data):
         return True
     if sent > 0:
-        sock.sendall(data[sent:])
+        with _blocking(sock, timeout):
+            sock.sendall(data[sent:])
         return True
     return False
+
+
+@contextlib.contextmanager
+def _blocking(sock: socket.socket | None, timeout: float | None) -> Iterator[None]:
+    """A socket a selector loop made non-blocking, blocking (up to ``timeout``) for one write."""
+    if sock is None or sock.gettimeout() != 0.0:
+        yield
+        return
+    sock.settimeout(timeout)
+    try:
+        yield
+    finally:
+        sock.setblocking(False)
 
 
 def normalise_message(message: bytes) -> bytes:
@@ -406,9 +423,10 @@ class SmtpConnection:
         try:
             if sock is not None and not isinstance(sock, ssl.SSLSocket):
                 self._held = held and tcp_hold.hold(sock, drop_if_killed=drop_if_killed)
-                if _send_holding_gil(sock, DOT):
+                if _send_holding_gil(sock, DOT, self.settings.timeout):
                     return
-            self._smtp.send(DOT)
+            with _blocking(sock, self.settings.timeout):  # a selector loop's socket: wait for room this once
+                self._smtp.send(DOT)
         except (OSError, smtplib.SMTPException) as error:
             self._dot_error = error
 
@@ -431,13 +449,24 @@ class SmtpConnection:
         """
         if self._state is not _State.DOT_WRITTEN or self._smtp is None:
             raise RuntimeError("No final dot was written on this connection.")
-        smtp = self._smtp
+        code, text = -1, b""
         error, self._dot_error = self._dot_error, None
         if error is None:
             try:
-                code, text = smtp.getreply()
+                code, text = self._smtp.getreply()
             except (OSError, smtplib.SMTPException) as failure:
                 error = failure
+        return self.settle(code, text, error=error)
+
+    def settle(self, code: int, text: bytes, *, error: BaseException | None = None) -> SmtpOutcome:
+        """The verdict on the final dot from its reply read elsewhere (a selector loop), as ``verdict()``.
+
+        ``error``: the connection broke instead of answering; then, as when writing the dot had failed,
+        ``SmtpOutcomeUnknown`` is raised.
+        """
+        if self._state is not _State.DOT_WRITTEN or self._smtp is None:
+            raise RuntimeError("No final dot was written on this connection.")
+        error, self._dot_error = error or self._dot_error, None
         if error is not None:
             self.abandon()
             raise SmtpOutcomeUnknown(
@@ -454,9 +483,53 @@ class SmtpConnection:
             self.abandon()
         return outcome
 
+    # -- driven from a selector loop (delivery/channel.py) ------------------------------------------
+
+    @property
+    def sock(self) -> socket.socket | None:
+        """The open connection's socket (plain or TLS), for a loop that reads and writes it itself."""
+        return self._smtp.sock if self._smtp is not None and self._state is not _State.CLOSED else None
+
+    @property
+    def due_for_rotation(self) -> bool:
+        """Whether the open connection has carried its ``max_messages_per_connection``."""
+        return self.is_open and self.messages_on_socket >= self.settings.max_messages_per_connection
+
+    @property
+    def offers_pipelining(self) -> bool:
+        return self._smtp is not None and self.settings.pipelining and bool(self._smtp.has_extn("pipelining"))
+
+    def begin(self, mail_from: str, rcpt_to: str, message: bytes) -> Envelope | SmtpOutcome:
+        """What to write for a message on this open, idle connection: its commands and its DATA payload.
+
+        For a caller that writes and reads the socket itself; ``mark_prepared`` once everything up to the
+        final dot is written. A refusal made locally (SMTPUTF8 not offered) comes back as an outcome.
+        """
+        if self._state is not _State.IDLE or self._smtp is None:
+            raise RuntimeError("begin() needs an open connection with no message under way.")
+        _check_address(mail_from, "Sender")
+        _check_address(rcpt_to, "Recipient")
+        data = normalise_message(message)
+        envelope = self._envelope(mail_from, rcpt_to, data)
+        if isinstance(envelope, SmtpOutcome):
+            return envelope
+        return Envelope(mail_from=mail_from, rcpt_to=rcpt_to, commands=(*envelope, b"DATA\r\n"), data=data)
+
+    def mark_prepared(self, envelope: Envelope) -> Prepared:
+        """The envelope was accepted and the payload written: the message waits for its final dot."""
+        self._prepared = Prepared(mail_from=envelope.mail_from, rcpt_to=envelope.rcpt_to, size=len(envelope.data))
+        self._state = _State.PREPARED
+        return self._prepared
+
+    @property
+    def dot_failed(self) -> bool:
+        """Whether writing the final dot failed (``verdict()`` then raises ``SmtpOutcomeUnknown``)."""
+        return self._state is _State.DOT_WRITTEN and self._dot_error is not None
+
     # -- internals -------------------------------------------------------------------------------
 
-    def _transaction(self, mail_from: str, rcpt_to: str, data: bytes) -> Prepared | SmtpOutcome:
+    def _envelope(self, mail_from: str, rcpt_to: str, data: bytes) -> tuple[bytes, bytes] | SmtpOutcome:
+        """The MAIL and RCPT commands for a message (options as the server offers), or a local refusal."""
         smtp = self._smtp
         assert smtp is not None
         mail_options = []
@@ -475,7 +548,15 @@ class SmtpConnection:
                 )
             mail_options.append("SMTPUTF8")
         mail = f"MAIL FROM:<{mail_from}>{''.join(' ' + o for o in mail_options)}\r\n".encode()
-        rcpt = f"RCPT TO:<{rcpt_to}>\r\n".encode()
+        return mail, f"RCPT TO:<{rcpt_to}>\r\n".encode()
+
+    def _transaction(self, mail_from: str, rcpt_to: str, data: bytes) -> Prepared | SmtpOutcome:
+        smtp = self._smtp
+        assert smtp is not None
+        envelope = self._envelope(mail_from, rcpt_to, data)
+        if isinstance(envelope, SmtpOutcome):
+            return envelope
+        mail, rcpt = envelope
         try:
             if self.settings.pipelining and smtp.has_extn("pipelining"):
                 replies = [self._first(smtp, mail + rcpt + b"DATA\r\n"), self._reply(smtp), self._reply(smtp)]
@@ -487,18 +568,13 @@ class SmtpConnection:
                     if replies[1][0] in (250, 251):
                         smtp.send(b"DATA\r\n")
                         replies.append(self._reply(smtp))
-            refusal = _first_refusal(replies)
+            refusal = envelope_refusal(replies)
             if refusal is not None:
-                code, text = refusal
-                if replies[-1][0] == 354 and len(replies) == 3:
-                    # DATA was accepted although MAIL or RCPT was not (a non-conforming server): never send
-                    # a body to it; drop the connection instead.
-                    self.abandon()
-                elif code == 421:
+                if refusal.drop_connection:
                     self.abandon()
                 else:
                     self._rset(smtp)
-                return SmtpOutcome.from_reply(code, text)
+                return refusal.outcome
             smtp.send(data)
         except _StaleConnection:
             raise
@@ -578,12 +654,41 @@ class _StaleConnection(Exception):
     """The server closed the connection before answering the first command of a transaction."""
 
 
-def _first_refusal(replies: list[tuple[int, bytes]]) -> tuple[int, bytes] | None:
+def _first_refusal(replies: Sequence[tuple[int, bytes]]) -> tuple[int, bytes] | None:
     expected = ((250,), (250, 251), (354,))
     for (code, text), good in zip(replies, expected, strict=False):
         if code not in good:
             return code, text
     return None
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """One message's SMTP commands (MAIL, RCPT, DATA) and its DATA payload up to the final dot."""
+
+    mail_from: str
+    rcpt_to: str
+    commands: tuple[bytes, bytes, bytes]
+    data: bytes
+
+
+@dataclass(frozen=True)
+class EnvelopeRefusal:
+    """The server refused MAIL, RCPT or DATA; ``drop_connection`` unless a RSET makes it usable again."""
+
+    outcome: SmtpOutcome
+    drop_connection: bool
+
+
+def envelope_refusal(replies: Sequence[tuple[int, bytes]]) -> EnvelopeRefusal | None:
+    """What the replies to MAIL, RCPT and DATA (as many as were sent) say: None when all were accepted."""
+    refusal = _first_refusal(replies)
+    if refusal is None:
+        return None
+    code, text = refusal
+    # DATA accepted although MAIL or RCPT was not (a non-conforming server): never send a body to it
+    accepted_data = replies[-1][0] == 354 and len(replies) == 3
+    return EnvelopeRefusal(SmtpOutcome.from_reply(code, text), drop_connection=accepted_data or code == 421)
 
 
 def _hard_close(smtp: smtplib.SMTP, *, reset: bool = False) -> None:
