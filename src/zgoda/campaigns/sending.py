@@ -589,7 +589,12 @@ def _claim_and_decide(
     busy: bool,
 ) -> str | float | tuple[CampaignContext, list[Recipient]] | None:
     """Claim and decide the next batch: its recipients; or None (nothing to claim, ours still busy);
-    or seconds to wait (another worker holds the rest); or why the run ends."""
+    or seconds to wait (another worker holds the rest); or why the run ends.
+
+    Three short transactions rather than one: the claim, the gate's reads, the refusals. On SQLite a
+    writing transaction locks out every other writer, the group commit included, and the gate's
+    query is the long part (measured: 26 ms a batch of 200, during which every connection waited).
+    """
     with database.transaction() as session:
         campaign = _load(session, campaign_id)
         if campaign is None:
@@ -604,6 +609,10 @@ def _claim_and_decide(
                 return None
             wait = _finish_or_wait(session, campaign)
             return "done" if wait is None else wait
+    with database.transaction(reads_only=True) as session:
+        campaign = _load(session, campaign_id)
+        if campaign is None:
+            return "not_found"
         if ctx is None:
             ctx = campaign_context(session, campaign, settings)
         audience = audience_for(
@@ -613,7 +622,15 @@ def _claim_and_decide(
             segment_id=campaign.segment_id,
             consent_request=campaign.kind == CampaignKind.CONSENT_REQUEST,
         )
-        return ctx, _decide(session, audience, claimed, worker, outcome)
+        recipients, refusals, failures = _decide(session, audience, claimed)
+    if refusals or failures:
+        _record_refusals(database, ctx.workspace_id, worker, refusals, failures)
+    with outcome.lock:
+        outcome.refused += len(refusals)
+        outcome.failed += len(failures)
+        for row in (*refusals, *failures):
+            outcome.count_reason(row["b_reason"])
+    return ctx, recipients
 
 
 def _finish_or_wait(session: Session, campaign: Campaign) -> float | None:
@@ -640,19 +657,14 @@ def _finish_or_wait(session: Session, campaign: Campaign) -> float | None:
 
 
 def _decide(
-    session: Session,
-    audience: Audience,
-    claimed: list[Claimed],
-    worker: str,
-    outcome: RunOutcome,
-) -> list[Recipient]:
-    """Ask the gate about every claimed send; record refusals; the recipients of the rest."""
+    session: Session, audience: Audience, claimed: list[Claimed]
+) -> tuple[list[Recipient], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Ask the gate about every claimed send: the recipients of those allowed, the refusals, the failures."""
     contact_ids = [c.contact_id for c in claimed]
     decisions = decide(session, audience, contact_ids)
     tracked = tracking_consents(session, contact_ids)
     columns = (Contact.id, Contact.email, Contact.phone, Contact.first_name, Contact.last_name, Contact.attributes)
     contacts = {row[0]: row for row in session.execute(select(*columns).where(Contact.id.in_(contact_ids)))}
-    now = utcnow()
     refusals: list[dict[str, Any]] = []
     failures: list[dict[str, Any]] = []
     recipients: list[Recipient] = []
@@ -686,21 +698,25 @@ def _decide(
                 tracked=item.contact_id in tracked,
             )
         )
+    return recipients, refusals, failures
+
+
+def _record_refusals(
+    database: Database, workspace_id: int, worker: str, refusals: list[dict[str, Any]], failures: list[dict[str, Any]]
+) -> None:
+    """Record the gate's refusals (and the sends given up) on the rows this worker still holds."""
+    now = utcnow()
     table = Send.__table__
-    for rows, status in ((refusals, SendStatus.REFUSED), (failures, SendStatus.FAILED)):
-        if rows:
-            session.connection().execute(
-                update(table)  # type: ignore[arg-type]
-                .where(table.c.id == bindparam("b_id"), table.c.claimed_by == worker)
-                .values(status=status.value, reason=bindparam("b_reason"), decided_at=now, claimed_by=None),
-                rows,
-            )
-    with outcome.lock:
-        outcome.refused += len(refusals)
-        outcome.failed += len(failures)
-        for row in (*refusals, *failures):
-            outcome.count_reason(row["b_reason"])
-    return recipients
+    with database.transaction() as session:
+        bind_scope(session, workspace_id=workspace_id, actor=Actor.system("sending"))
+        for rows, status in ((refusals, SendStatus.REFUSED), (failures, SendStatus.FAILED)):
+            if rows:
+                session.connection().execute(
+                    update(table)  # type: ignore[arg-type]
+                    .where(table.c.id == bindparam("b_id"), table.c.claimed_by == worker)
+                    .values(status=status.value, reason=bindparam("b_reason"), decided_at=now, claimed_by=None),
+                    rows,
+                )
 
 
 # one thread renders and signs ahead of the connections (two measured 3-7% slower: more GIL contention)

@@ -115,8 +115,14 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> N
     cursor.close()
 
 
+READS_ONLY = "zgoda_reads_only"  # a connection execution option: the transaction will only read
+
+
 def _sqlite_on_begin(connection: Connection) -> None:
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    # A transaction that only reads begins DEFERRED: in WAL mode it then takes no lock, so a long read
+    # (the sending gate's query) does not hold up writers (the group commit) for its whole length.
+    deferred = connection.get_execution_options().get(READS_ONLY, False)
+    connection.exec_driver_sql("BEGIN" if deferred else "BEGIN IMMEDIATE")
 
 
 class Database:
@@ -142,9 +148,15 @@ class Database:
         return isinstance(self.bind, Connection)
 
     @contextmanager
-    def transaction(self) -> Iterator[Session]:
-        """A session whose work is committed on success and rolled back on any error."""
+    def transaction(self, *, reads_only: bool = False) -> Iterator[Session]:
+        """A session whose work is committed on success and rolled back on any error.
+
+        ``reads_only``: the work only reads, and on SQLite takes no write lock (a write in it may then
+        fail with "database is locked" where another writer got there first).
+        """
         session = self.factory()
+        if reads_only and self.engine.dialect.name == "sqlite" and not self.single_connection:
+            session.connection(execution_options={READS_ONLY: True})
         try:
             yield session
             session.commit()
