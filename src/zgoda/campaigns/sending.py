@@ -6,10 +6,10 @@ Never twice, never skipped (docs/sending.md):
 2. A worker *claims* a batch: rows become ``sending`` with its name and a lease.
 3. The gate decides each claimed row now (consent, suppression, restriction, list, workspace);
    refused rows are recorded with their reason and never sent.
-4. K connection threads (one SMTP connection each) take the allowed sends one by one: each thread
-   writes its message up to the final dot, has the row committed as ``sent`` (only if it still
-   holds it; the rows that several threads have ready go in one transaction, a group commit), and
-   only then writes the dot. A server discards a DATA that never got its final dot, so a worker
+4. One sending thread keeps K SMTP connections busy from a selector (delivery/channel.py): it writes
+   each message up to the final dot, has the rows committed as ``sent`` (only those it still holds;
+   every message prepared by then goes in one transaction, a group commit), and only then writes
+   their dots. A server discards a DATA that never got its final dot, so a worker
    killed before that commit delivered nothing, and its rows are claimed again once the lease runs
    out; a worker killed after the commit leaves rows that are never sent again. The one moment left
    in doubt is between the commit and the dot: the message is then recorded as sent but may not
@@ -284,8 +284,9 @@ def recipient_for(
     )
 
 
-def build_message(ctx: CampaignContext, recipient: Recipient) -> OutgoingMessage:
-    """Render, add the footer and the headers, and sign one message."""
+def build_message(ctx: CampaignContext, recipient: Recipient, *, sign: bool = True) -> OutgoingMessage:
+    """Render, add the footer and the headers, and sign one message (``sign=False``: leave that to the
+    caller, ``ctx.signer.sign(message.data)``)."""
     ref = links.new_send_ref()
     link = links.LinkToken(
         workspace_id=ctx.workspace_id,
@@ -341,7 +342,7 @@ def build_message(ctx: CampaignContext, recipient: Recipient) -> OutgoingMessage
         ref=ref,
         extra_headers=provider_ref_headers(ctx.provider, ref),
     )
-    if ctx.signer is not None:
+    if sign and ctx.signer is not None:
         data = ctx.signer.sign(data)
     return OutgoingMessage(
         send_id=recipient.send_id,
@@ -451,7 +452,7 @@ class RunOutcome:
     stopped: str = ""  # why the run ended: "done", "paused", "cancelled", "not_sending"
     by_reason: dict[str, int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
-    """Held while counting: the run's connection threads count into one outcome."""
+    """Held while counting: the run's threads (claiming, building, sending) count into one outcome."""
 
     def count_reason(self, reason: str) -> None:
         self.by_reason[reason] = self.by_reason.get(reason, 0) + 1
@@ -477,9 +478,9 @@ def run(
     """Send a campaign's sends until none is left for this worker (or the campaign stops).
 
     The calling thread claims batches and asks the gate; a builder thread renders and signs the
-    messages; K connection threads (one SMTP connection each) write and complete them, each at its
-    own pace, their sent rows committed together (``_GroupCommit``). ``on_sent`` is called from the
-    connection threads with the run's count so far.
+    messages; one sending thread keeps K SMTP connections busy, the sent rows of the messages
+    prepared at about the same time committed together (``_GroupCommit``). ``on_sent`` is called
+    from the sending thread with the run's count so far.
     Raises ``SmtpUnavailable`` when every connection failed in a row.
     """
     worker = worker or worker_name()
@@ -769,7 +770,8 @@ class _Pipeline:
         self._connections = connections
         # a recipient is marked done (task_done) in _recipients only once its message is finished
         self._recipients: queue.Queue[Recipient | None] = queue.Queue(maxsize=max(queue_size, connections))
-        self._ready: queue.Queue[tuple[Recipient, OutgoingMessage] | None] = queue.Queue(maxsize=2 * connections)
+        # built ahead: room for bursts (at 2 per connection the builder waited for room 9% of its time)
+        self._ready: queue.Queue[tuple[Recipient, OutgoingMessage] | None] = queue.Queue(maxsize=4 * connections)
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._failures_in_a_row = 0
@@ -916,8 +918,13 @@ class _Pipeline:
     def _build(self, recipient: Recipient) -> OutgoingMessage | None:
         """The recipient's message; None when the template cannot be rendered for it (its row says why)."""
         try:
+            # two steps, so that a group commit waiting for the builder to be quiet waits for half a build
             with self.quiet.step():
-                return build_message(self.ctx, recipient)
+                message = build_message(self.ctx, recipient, sign=False)
+            if self.ctx.signer is not None:
+                with self.quiet.step():
+                    message.data = self.ctx.signer.sign(message.data)
+            return message
         except InvalidInput as error:
             with self.outcome.lock:
                 self.outcome.failed += 1
@@ -1211,7 +1218,7 @@ class _QuietGate:
 
 @dataclass
 class _Entry:
-    """One connection thread's contribution to a group commit, and what became of it."""
+    """One message (or row update) in a group commit, and what became of it."""
 
     message: OutgoingMessage | None = None  # to mark sent
     connection: SmtpConnection | None = None  # the message's, waiting for its final dot
@@ -1225,13 +1232,13 @@ class _Entry:
 
 
 class _GroupCommit:
-    """Commits what the connection threads have ready, many rows per transaction.
+    """Commits what the sending thread has ready, many rows per transaction.
 
-    A thread hands in its entry and waits. The first thread to find no commit under way becomes the
-    writer: it takes every entry handed in so far (its own included), writes them in one
-    transaction and wakes the others; entries handed in meanwhile wait for the next writer. So a
-    commit, which is the one part of sending no connection can overlap with its own message, is
-    shared by all the connections that reached it at about the same time.
+    The sending thread hands in every prepared message (and defers row updates), then writes them
+    all in one transaction (``write_pending``): a commit, the one part of sending no connection can
+    overlap with its own message, is shared by every connection that reached it at about the same
+    time. The builder thread may write a row update (a render failure) at any moment: whichever
+    thread finds no commit under way writes everything handed in so far; the other waits for it.
     """
 
     def __init__(
