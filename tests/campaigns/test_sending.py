@@ -387,6 +387,22 @@ def test_an_unreachable_server_stops_the_run_and_loses_nothing(
     assert sink.received == 5
 
 
+def test_a_batch_the_gate_could_not_decide_is_given_back_without_an_attempt(
+    db: Database, session: Session, settings: Settings, sink: SmtpSink
+) -> None:
+    setup = _started(db, session, eligible=3)
+    domains.add_sending_domain(session, domain="kawiarnia.example.pl", secret=b"another installation's key")
+    session.commit()
+    for _ in range(sending.MAX_ATTEMPTS + 1):  # the DKIM key cannot be read: the batch is claimed, then fails
+        with pytest.raises(Conflict, match="DKIM key"):
+            sending.run(db, setup.campaign.id, settings, smtp=_smtp(sink), connections=2)
+    session.expire_all()
+    rows = session.scalars(select(Send).where(Send.campaign_id == setup.campaign.id)).all()
+    assert len(rows) == 5  # the gate never ran: the two without consent are not refused yet either
+    assert {(row.status, row.claimed_by, row.attempts) for row in rows} == {(SendStatus.PENDING, None, 0)}
+    assert sink.received == 0
+
+
 def test_a_cancel_during_sending_leaves_nothing_pending(db: Database, session: Session, settings: Settings) -> None:
     setup = _started(db, session, eligible=4)
     first, received = _stopped_after_the_first_message(db, settings, setup, campaigns.cancel_campaign)

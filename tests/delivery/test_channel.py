@@ -187,6 +187,38 @@ def test_a_server_that_stops_answering_breaks_the_message_at_its_deadline() -> N
     loop.close()
 
 
+def test_a_server_refusing_the_message_before_its_dot_refuses_it() -> None:
+    """An early reply while the body is written (552: too large) is the server's verdict; the connection ends."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+
+        def refuse_the_body() -> None:
+            client, _ = listener.accept()
+            with client:
+                client.sendall(b"220 strict.example ESMTP\r\n")
+                client.recv(1024)  # EHLO
+                client.sendall(b"250-strict.example\r\n250 PIPELINING\r\n")
+                received = b""
+                while received.count(b"\r\n") < 3:
+                    received += client.recv(1024)  # MAIL, RCPT, DATA
+                client.sendall(b"250 ok\r\n250 ok\r\n354 go ahead\r\n")
+                client.recv(1024)  # the first of the body
+                client.sendall(b"552 5.3.4 Message too big for this server\r\n")
+                client.recv(1024)
+
+        server = threading.Thread(target=refuse_the_body, daemon=True)
+        server.start()
+        loop = Loop(SmtpSettings(host="127.0.0.1", port=listener.getsockname()[1]))
+        big = message() + b"x" * 60 + b"\r\n" * 200_000
+        loop.start(0, "a@example.org", big)
+        loop.run_until(lambda: isinstance(loop.last(0), SmtpOutcome))
+        server.join(WAIT)
+    refusal = loop.last(0)
+    assert isinstance(refusal, SmtpOutcome)
+    assert (refusal.accepted, refusal.code, refusal.enhanced_status, refusal.permanent) == (False, 552, "5.3.4", True)
+    assert loop.channels[0].phase is Phase.CLOSED
+    loop.close()
+
+
 @pytest.mark.parametrize("security", ["starttls", "tls"])
 def test_tls_connections_are_driven_without_blocking(
     start_server: Callable[..., Server], certificates: Certificates, security: str

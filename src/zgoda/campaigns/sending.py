@@ -610,22 +610,30 @@ def _claim_and_decide(
                 return None
             wait = _finish_or_wait(session, campaign)
             return "done" if wait is None else wait
-    with database.transaction(reads_only=True) as session:
-        campaign = _load(session, campaign_id)
-        if campaign is None:
-            return "not_found"
-        if ctx is None:
-            ctx = campaign_context(session, campaign, settings)
-        audience = audience_for(
-            session,
-            purpose_id=campaign.purpose_id,
-            list_id=campaign.list_id,
-            segment_id=campaign.segment_id,
-            consent_request=campaign.kind == CampaignKind.CONSENT_REQUEST,
-        )
-        recipients, refusals, failures = _decide(session, audience, claimed)
-    if refusals or failures:
-        _record_refusals(database, ctx.workspace_id, worker, refusals, failures)
+        workspace_id = campaign.workspace_id
+    try:
+        with database.transaction(reads_only=True) as session:
+            campaign = _load(session, campaign_id)
+            if campaign is None:
+                return "not_found"
+            if ctx is None:
+                ctx = campaign_context(session, campaign, settings)
+            audience = audience_for(
+                session,
+                purpose_id=campaign.purpose_id,
+                list_id=campaign.list_id,
+                segment_id=campaign.segment_id,
+                consent_request=campaign.kind == CampaignKind.CONSENT_REQUEST,
+            )
+            recipients, refusals, failures = _decide(session, audience, claimed)
+        if refusals or failures:
+            _record_refusals(database, workspace_id, worker, refusals, failures)
+    except BaseException:
+        # the claim is committed already: give the batch back (its attempt not counted) rather than
+        # leave it to its lease, which would count an attempt the gate never made
+        with contextlib.suppress(Exception):
+            _give_back(database, [item.send_id for item in claimed], worker, workspace_id)
+        raise
     with outcome.lock:
         outcome.refused += len(refusals)
         outcome.failed += len(failures)
@@ -930,7 +938,8 @@ class _Pipeline:
                 self.outcome.failed += 1
                 self.outcome.count_reason(RENDER_FAILED)
             failed = {"status": SendStatus.FAILED, "reason": RENDER_FAILED, "smtp_reply": str(error)[:500]}
-            self.committer.update(recipient.send_id, failed, held=True)
+            self.committer.defer(recipient.send_id, failed, held=True)  # written by the sending thread
+            self._wake()
             return None
 
     # -- in the sending thread ------------------------------------------------------------------------
@@ -940,15 +949,17 @@ class _Pipeline:
             self._serve()
         except BaseException as error:  # noqa: BLE001 - the run re-raises it in the calling thread
             self._fail(error)
+            with contextlib.suppress(Exception):  # refusals and retries noted so far (their leases end anyway)
+                self.committer.write_pending()
             for channel in self._channels:
-                if channel.payload is not None and channel.phase is not Phase.OPENING:
-                    if channel.connection.is_prepared:
-                        channel.connection.abandon()  # never completed: the server discards it
+                if channel.payload is not None:
+                    if channel.phase is not Phase.DOT and channel.phase is not Phase.OPENING:
+                        channel.drop()  # never completed: the server discards it
                     self._set_aside(channel.payload[0].send_id, done=False)
                     self._finished(channel)
         finally:
             for channel in self._channels:
-                if channel.phase is not Phase.OPENING:  # an opening one is its thread's (it fails on its own)
+                if channel.phase is not Phase.OPENING:  # an opening one is its thread's (it ends on its own)
                     channel.detach()
                     channel.connection.close()
             self._selector.close()
@@ -990,7 +1001,7 @@ class _Pipeline:
         for channel in self._channels:
             if channel.payload is not None or channel.phase in (Phase.OPENING, Phase.RESET):
                 continue
-            if self._pacer.delay() > 0:
+            if self._pacer.delay() > 0 and not self._stop.is_set():
                 return False
             self._wanting = True
             try:
@@ -1110,10 +1121,9 @@ class _Pipeline:
         except BaseException as error:  # noqa: BLE001 - the run re-raises it in the calling thread
             for channel, _ in entries:
                 if channel.connection.is_prepared:
-                    channel.connection.abandon()  # never completed: the server discards it, the row's lease ends
-                    channel.abandoned()
+                    channel.drop()  # never completed: the server discards it, the row's lease ends
                     self._finished(channel)
-                else:
+                else:  # its dot was written (the row then stays sent), or the failed commit dropped it
                     self._after(channel, channel.dot_written())
             self._fail(error)
             return
@@ -1121,8 +1131,7 @@ class _Pipeline:
             if entry.owned:
                 self._after(channel, channel.dot_written())
                 continue
-            channel.connection.abandon()  # no final dot: the server discards the message
-            channel.abandoned()
+            channel.drop()  # no final dot: the server discards the message
             if entry.campaign_stopped:  # paused or cancelled meanwhile: nothing more goes out
                 self._set_aside(channel.payload[0].send_id, done=False)
                 self._stop.set()
@@ -1237,8 +1246,8 @@ class _GroupCommit:
     The sending thread hands in every prepared message (and defers row updates), then writes them
     all in one transaction (``write_pending``): a commit, the one part of sending no connection can
     overlap with its own message, is shared by every connection that reached it at about the same
-    time. The builder thread may write a row update (a render failure) at any moment: whichever
-    thread finds no commit under way writes everything handed in so far; the other waits for it.
+    time. Other threads only defer row updates (the builder's render failures): the sending thread
+    alone writes groups, so the dots on its sockets are written by no other thread.
     """
 
     def __init__(
@@ -1278,12 +1287,9 @@ class _GroupCommit:
         """Wait until the entry is committed (writing the group if nobody is); False if the row was not ours."""
         return self._commit(entry, handed_in=True).owned
 
-    def update(self, send_id: int, values: dict[str, Any], *, held: bool) -> None:
-        """Commit other values for a row (a refusal, a retry), if ``held`` only while this worker holds it."""
-        self._commit(_Entry(send_id=send_id, values=values, held=held))
-
     def defer(self, send_id: int, values: dict[str, Any], *, held: bool) -> None:
-        """As ``update``, written with the next group (``write_pending``) instead of now."""
+        """Other values for a row (a refusal, a retry), written with the next group (``write_pending``);
+        if ``held``, only while this worker holds the row."""
         with self._ready:
             self._pending.append(_Entry(send_id=send_id, values=values, held=held))
 
@@ -1385,6 +1391,15 @@ class _Dots:
     def __init__(self, group: list[_Entry]) -> None:
         self._group = group
         self._written: list[SmtpConnection] = []
+        self._held: list[SmtpConnection] = []
+
+    def hold(self, owned: frozenset[str]) -> None:
+        """Hold what the connections of the messages marked sent write next (their dots), ahead of writing."""
+        for member in self._group:
+            message, connection = member.message, member.connection
+            if connection is not None and message is not None and message.ref in owned:
+                connection.hold_dot()
+                self._held.append(connection)
 
     def write(self, owned: frozenset[str], *, held: bool, drop_if_killed: bool = False) -> None:
         """Write the dot of every message marked sent (``owned``), held in the kernel if ``held`` (and then
@@ -1401,9 +1416,12 @@ class _Dots:
             connection.keep_dot_if_killed()
 
     def release(self) -> None:
-        """Let the held dots go out."""
+        """Let the held dots go out (and release connections held for a dot never written)."""
         for connection in self._written:
             connection.release_dot()
+        for connection in self._held:
+            if connection not in self._written:
+                connection.release_dot()
 
     def abandon(self) -> None:
         """Drop the held dots unsent (the connections are reset): their messages are never delivered."""
@@ -1593,6 +1611,8 @@ class _SentRows:
             pg_socket = self._socket_for(pgconn)
             holding = pg_socket is not None and tcp_hold.hold(pg_socket, drop_if_killed=True)
             try:
+                if holding:
+                    dots.hold(written.owned)  # before the COMMIT, so that only the dots' sends follow it
                 pgconn.send_query(b"COMMIT")  # blocking mode: in the kernel (held) when this returns
                 dots.write(written.owned, held=holding)
             finally:

@@ -213,14 +213,19 @@ class SmtpChannel:
 
     def dot_written(self) -> Step:
         """After the loop's group commit wrote the final dot: await its verdict (or report the write's failure)."""
-        if self.connection.sock is None:  # abandoned by the commit (its dots dropped)
+        if self.connection.sock is None:  # a failed commit dropped its held dots (and the connection)
             self.abandoned()
-            return None
+            return Broken(self._error(None, "closed before the final dot (the commit failed)"))
         if self.connection.dot_failed:
             return self._verdict(-1, b"")  # the connection reports the write's error
         self.phase = Phase.DOT
         self._await_reply()
         return None
+
+    def drop(self) -> None:
+        """Close the connection without a word: a message under way is never completed (the server
+        discards a DATA without its final dot)."""
+        self._drop()
 
     def abandoned(self) -> None:
         """The connection was closed without its dot (``SmtpConnection.abandon``): the channel is closed."""
@@ -255,6 +260,8 @@ class SmtpChannel:
         try:
             while self._out:
                 sent = sock.send(self._out[0])
+                if self.phase is Phase.BODY and sent:
+                    self._await_reply()  # the server is taking it: the time runs from the last progress
                 if sent < len(self._out[0]):
                     self._out[0] = self._out[0][sent:]
                     break
@@ -295,10 +302,11 @@ class SmtpChannel:
             return None
         if phase is Phase.DOT:
             return self._verdict(code, text)
-        # a reply nobody asked for (a server closing an idle connection says 421): the connection is done
+        # a reply nobody asked for: a server closing an idle connection (421), or refusing the message
+        # before its dot (552 too large): the connection is done, and the message refused as it says
         self._drop()
         if phase in (Phase.BODY, Phase.PREPARED):
-            return Broken(self._error(None, f"answered {code} before the final dot"))
+            return SmtpOutcome.from_reply(code, text)
         return None
 
     def _after_envelope(self) -> Step:

@@ -331,6 +331,7 @@ class SmtpConnection:
             raise self._error(error, "could not connect") from error
         self._smtp = smtp
         self._state = _State.IDLE
+        self._held = False
         self.messages_on_socket = 0
         self.connections_opened += 1
         self.last_used = time.monotonic()
@@ -356,6 +357,7 @@ class SmtpConnection:
         smtp, self._smtp = self._smtp, None
         self._state = _State.CLOSED
         self._prepared = None
+        self._held = False
         if smtp is not None:
             _hard_close(smtp, reset=True)
 
@@ -422,13 +424,21 @@ class SmtpConnection:
         sock = self._smtp.sock
         try:
             if sock is not None and not isinstance(sock, ssl.SSLSocket):
-                self._held = held and tcp_hold.hold(sock, drop_if_killed=drop_if_killed)
+                if not (held and self._held and not drop_if_killed):  # not held already by hold_dot()
+                    self._held = held and tcp_hold.hold(sock, drop_if_killed=drop_if_killed)
                 if _send_holding_gil(sock, DOT, self.settings.timeout):
                     return
             with _blocking(sock, self.settings.timeout):  # a selector loop's socket: wait for room this once
                 self._smtp.send(DOT)
         except (OSError, smtplib.SMTPException) as error:
             self._dot_error = error
+
+    def hold_dot(self) -> None:
+        """Hold what is written next (the final dot) in the kernel until ``release_dot()``, ahead of
+        ``write_dot(held=True)``, so that writing the dot is one system call."""
+        sock = self._smtp.sock if self._smtp is not None else None
+        if sock is not None and not isinstance(sock, ssl.SSLSocket):
+            self._held = tcp_hold.hold(sock)
 
     def keep_dot_if_killed(self) -> None:
         """From now on a held dot goes out even if the process is killed (its socket closes gracefully)."""
