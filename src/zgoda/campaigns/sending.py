@@ -728,6 +728,9 @@ def _record_refusals(
                 )
 
 
+# how long a prepared message may wait for the messages other connections are about to prepare
+GROUP_WAIT_SECONDS = 0.002
+
 # one thread renders and signs ahead of the connections (two measured 3-7% slower: more GIL contention)
 BUILD_THREADS = 1
 
@@ -798,6 +801,7 @@ class _Pipeline:
         self._opening = 0
         self._channels = [SmtpChannel(SmtpConnection(smtp), self._selector) for _ in range(connections)]
         self._prepared: list[SmtpChannel] = []
+        self._prepared_since = 0.0  # when the first message of the next group was prepared
         self._builders = [
             threading.Thread(target=self._build_loop, name=f"zgoda-build-{number}", daemon=True)
             for number in range(BUILD_THREADS)
@@ -1023,8 +1027,11 @@ class _Pipeline:
         return False
 
     def _timeout(self) -> float | None:
-        """How long the selector may wait: until the first reply overdue, or the pacer's next message."""
+        """How long the selector may wait: until the first reply overdue, the group's time to be written, or
+        the pacer's next message."""
         deadline = min(channel.deadline for channel in self._channels)
+        if self._prepared:
+            deadline = min(deadline, self._prepared_since + GROUP_WAIT_SECONDS)
         timeout = None if deadline == math.inf else max(0.0, deadline - time.monotonic())
         delay = self._pacer.delay()
         if delay > 0 and any(channel.payload is None for channel in self._channels):
@@ -1079,6 +1086,8 @@ class _Pipeline:
         message: OutgoingMessage = channel.payload[1]
         if isinstance(step, Prepared):
             self._failures_in_a_row = 0
+            if not self._prepared:
+                self._prepared_since = time.monotonic()
             self._prepared.append(channel)
             return
         if isinstance(step, Verdict):
@@ -1109,8 +1118,19 @@ class _Pipeline:
         channel.payload = None
         self._recipients.task_done()
 
+    def _group_ready(self) -> bool:
+        """Whether to write the group now: nothing else is about to be prepared, or its first has waited long
+        enough. Fewer, larger groups: less database work a message, and fewer moments in doubt."""
+        if not self._prepared:
+            return self.committer.has_pending
+        if time.monotonic() - self._prepared_since >= GROUP_WAIT_SECONDS:
+            return True
+        return not any(channel.phase in (Phase.ENVELOPE, Phase.BODY) for channel in self._channels)
+
     def _commit_prepared(self) -> None:
         """Commit the prepared messages as sent (and whatever else waits to be written); their dots follow."""
+        if not self._group_ready():
+            return
         group = [channel for channel in self._prepared if channel.phase is Phase.PREPARED]
         self._prepared = []
         if not group and not self.committer.has_pending:
