@@ -41,9 +41,8 @@ class Loop:
             channel.connection.open()
             channel.opened()
 
-    def record(self, channel: SmtpChannel, step: Step) -> None:
-        if step is not None:
-            self.steps[self.channels.index(channel)].append(step)
+    def record(self, channel: SmtpChannel, steps: list[Step]) -> None:
+        self.steps[self.channels.index(channel)].extend(step for step in steps if step is not None)
 
     def start(self, index: int, rcpt: str, body: bytes) -> None:
         channel = self.channels[index]
@@ -101,6 +100,43 @@ def test_one_thread_sends_over_several_connections(start_server: Callable[..., S
     received = sorted((m.rcpt_tos[0], m.content) for m in server.recorder.messages)
     expected = sorted((f"c{r}{i}@example.org", message(f"m{r}{i}")) for r in range(2) for i in range(3))
     assert received == expected
+
+
+def test_the_next_envelope_follows_the_dot_without_waiting_for_its_verdict(
+    start_server: Callable[..., Server],
+) -> None:
+    server = start_server(pipelining=True)
+    loop = Loop(server.settings())
+    channel = loop.channels[0]
+    loop.start(0, "first@example.org", message("first"))
+    loop.run_until(lambda: isinstance(loop.last(0), Prepared))
+    loop.complete(0)
+    assert channel.phase is Phase.DOT and channel.can_follow_the_dot
+    loop.start(0, "second@example.org", message("second"))  # behind the dot, its verdict not read yet
+    assert channel.phase is Phase.ENVELOPE
+    loop.run_until(lambda: len(loop.steps[0]) == 3)
+    first_verdict, prepared = loop.steps[0][1:]
+    assert isinstance(first_verdict, Verdict) and first_verdict.outcome is not None
+    assert first_verdict.outcome.accepted  # the first message's answer came ahead of the second envelope's
+    assert isinstance(prepared, Prepared) and prepared.rcpt_to == "second@example.org"
+    loop.complete(0)
+    loop.run_until(lambda: isinstance(loop.last(0), Verdict))
+    assert channel.phase is Phase.IDLE
+    loop.close()
+    assert [m.rcpt_tos for m in server.recorder.messages] == [["first@example.org"], ["second@example.org"]]
+    assert server.recorder.messages[1].content == message("second")
+    assert server.recorder.opened == 1
+
+
+def test_without_pipelining_the_next_message_waits_for_the_verdict(server: Server) -> None:
+    loop = Loop(server.settings())
+    loop.start(0, "first@example.org", message("first"))
+    loop.run_until(lambda: isinstance(loop.last(0), Prepared))
+    loop.complete(0)
+    assert loop.channels[0].phase is Phase.DOT
+    assert not loop.channels[0].can_follow_the_dot
+    loop.run_until(lambda: isinstance(loop.last(0), Verdict))
+    loop.close()
 
 
 @pytest.mark.parametrize("pipelining", [False, True], ids=["lockstep", "pipelined"])

@@ -957,10 +957,13 @@ class _Pipeline:
                 self.committer.write_pending()
             for channel in self._channels:
                 if channel.payload is not None:
-                    if channel.phase is not Phase.DOT and channel.phase is not Phase.OPENING:
+                    if channel.phase not in (Phase.DOT, Phase.OPENING) and channel.awaiting is None:
                         channel.drop()  # never completed: the server discards it
                     self._set_aside(channel.payload[0].send_id, done=False)
                     self._finished(channel)
+                if channel.awaiting is not None:  # its dot was written: its row stays sent
+                    channel.awaiting = None
+                    self._recipients.task_done()
         finally:
             for channel in self._channels:
                 if channel.phase is not Phase.OPENING:  # an opening one is its thread's (it ends on its own)
@@ -975,8 +978,9 @@ class _Pipeline:
         closing = False
         while True:
             closing = closing or self._take_work()
-            self._commit_prepared()
-            if closing and self._opening == 0 and all(channel.payload is None for channel in self._channels):
+            if self._commit_prepared():
+                closing = closing or self._take_work()  # the next envelopes right behind the dots
+            if closing and self._opening == 0 and self._all_finished():
                 return
             for key, events in self._selector.select(self._timeout()):
                 channel = key.data
@@ -992,6 +996,7 @@ class _Pipeline:
             for channel in self._channels:
                 if channel.deadline < now:
                     self._after(channel, channel.expire())
+
             while True:
                 try:
                     channel, error = self._opened.get_nowait()
@@ -1000,11 +1005,16 @@ class _Pipeline:
                 self._opening -= 1
                 self._on_opened(channel, error)
 
+    def _all_finished(self) -> bool:
+        return all(channel.payload is None and channel.awaiting is None for channel in self._channels)
+
     def _take_work(self) -> bool:
         """Give built messages to the free connections; True once the queue said there will be no more."""
         for channel in self._channels:
             if channel.payload is not None or channel.phase in (Phase.OPENING, Phase.RESET):
                 continue
+            if channel.phase is Phase.DOT and not channel.can_follow_the_dot:
+                continue  # its verdict first (no PIPELINING, or the connection is due to rotate)
             if self._pacer.delay() > 0 and not self._stop.is_set():
                 return False
             self._wanting = True
@@ -1020,7 +1030,7 @@ class _Pipeline:
                 continue
             self._pacer.take()
             channel.payload = item
-            if channel.phase is Phase.CLOSED or channel.connection.due_for_rotation:
+            if channel.phase is Phase.CLOSED or (channel.phase is Phase.IDLE and channel.connection.due_for_rotation):
                 self._open(channel)
             else:
                 self._begin(channel)
@@ -1069,7 +1079,7 @@ class _Pipeline:
             else:
                 self._begin(channel)
         elif isinstance(error, SmtpConnectionError):
-            self._after(channel, Broken(error))
+            self._after(channel, [Broken(error)])
         else:
             self._set_aside(channel.payload[0].send_id, done=False)
             self._finished(channel)
@@ -1079,10 +1089,18 @@ class _Pipeline:
         message: OutgoingMessage = channel.payload[1]
         self._after(channel, channel.start(message.mail_from, message.rcpt_to, message.data))
 
-    def _after(self, channel: SmtpChannel, step: Step) -> None:
-        """Act on what happened to the channel's message."""
-        if step is None:
-            return
+    def _after(self, channel: SmtpChannel, steps: list[Step]) -> None:
+        """Act on what happened to the channel's messages, in order."""
+        for step in steps:
+            if isinstance(step, Verdict) and channel.awaiting is not None:  # the message behind the current one
+                self._verdict(channel.awaiting[1], step)
+                channel.awaiting = None
+                self._recipients.task_done()
+            elif step is not None:
+                self._after_step(channel, step)
+
+    def _after_step(self, channel: SmtpChannel, step: Prepared | SmtpOutcome | Broken | Verdict) -> None:
+        """Act on what happened to the channel's current message."""
         message: OutgoingMessage = channel.payload[1]
         if isinstance(step, Prepared):
             self._failures_in_a_row = 0
@@ -1127,14 +1145,16 @@ class _Pipeline:
             return True
         return not any(channel.phase in (Phase.ENVELOPE, Phase.BODY) for channel in self._channels)
 
-    def _commit_prepared(self) -> None:
-        """Commit the prepared messages as sent (and whatever else waits to be written); their dots follow."""
+    def _commit_prepared(self) -> bool:
+        """Commit the prepared messages as sent (and whatever else waits to be written); their dots follow.
+
+        True if any dot was written (a connection may take its next message right behind it)."""
         if not self._group_ready():
-            return
+            return False
         group = [channel for channel in self._prepared if channel.phase is Phase.PREPARED]
         self._prepared = []
         if not group and not self.committer.has_pending:
-            return
+            return False
         entries = [(channel, self.committer.hand_in(channel.payload[1], channel.connection)) for channel in group]
         try:
             self.committer.write_pending()
@@ -1146,10 +1166,12 @@ class _Pipeline:
                 else:  # its dot was written (the row then stays sent), or the failed commit dropped it
                     self._after(channel, channel.dot_written())
             self._fail(error)
-            return
+            return False
         for channel, entry in entries:
             if entry.owned:
                 self._after(channel, channel.dot_written())
+                if channel.phase is Phase.DOT:  # its verdict awaited: the channel may take the next message
+                    channel.awaiting, channel.payload = channel.payload, None
                 continue
             channel.drop()  # no final dot: the server discards the message
             if entry.campaign_stopped:  # paused or cancelled meanwhile: nothing more goes out
@@ -1157,6 +1179,7 @@ class _Pipeline:
                 self._stop.set()
             # otherwise another worker took the row over after our lease ran out
             self._finished(channel)
+        return any(entry.owned for _, entry in entries)
 
     def _verdict(self, message: OutgoingMessage, verdict: Verdict) -> None:
         """The server's answer to a committed message's final dot."""

@@ -114,7 +114,13 @@ class SmtpChannel:
     """One ``SmtpConnection`` whose transactions a selector loop drives; ``payload`` is the loop's own.
 
     The channel keeps its socket registered in the loop's selector (``key.data`` is the channel) for
-    reading while open, and for writing while it has bytes the socket did not take yet.
+    reading while open, and for writing while it has bytes the socket did not take yet. Every call
+    returns what happened, in order (a list: one read may finish one message and advance the next).
+
+    Where the server offers PIPELINING, the next message may ``start`` while the last one's verdict is
+    still awaited (phase ``DOT``): its envelope follows the final dot without waiting for the
+    answer (RFC 2920 allows commands after the message content in one group), which saves a round
+    trip a message; the verdict then arrives first, as a ``Verdict``, before the new envelope's replies.
     """
 
     def __init__(self, connection: SmtpConnection, selector: selectors.BaseSelector) -> None:
@@ -122,6 +128,8 @@ class SmtpChannel:
         self.selector = selector
         self.phase = Phase.CLOSED
         self.payload: Any = None
+        self.awaiting: Any = None
+        """The loop's payload of a message whose verdict is awaited while ``payload``'s is under way."""
         self.deadline = math.inf
         """When the reply (or the room to write) awaited now is overdue (``time.monotonic()``)."""
         self._sock: socket.socket | None = None
@@ -133,6 +141,7 @@ class SmtpChannel:
         self._replies: list[tuple[int, bytes]] = []
         self._pipelined = False
         self._commands: list[bytes] = []  # still to send, one at a time, to a server without PIPELINING
+        self._verdict_pending = False  # the last message's verdict comes before this envelope's replies
 
     # -- for the loop -----------------------------------------------------------------------------
 
@@ -140,6 +149,16 @@ class SmtpChannel:
     def busy(self) -> bool:
         """Whether a message is under way (the channel cannot take another)."""
         return self.phase not in (Phase.IDLE, Phase.CLOSED, Phase.RESET)
+
+    @property
+    def can_follow_the_dot(self) -> bool:
+        """Whether a new message may start now, its envelope written behind the last one's final dot."""
+        connection = self.connection
+        return (
+            self.phase is Phase.DOT
+            and connection.offers_pipelining
+            and connection.messages_on_socket + 1 < connection.settings.max_messages_per_connection
+        )
 
     def opened(self) -> None:
         """The connection was opened (outside the loop): from now on its socket does not block."""
@@ -149,6 +168,7 @@ class SmtpChannel:
         self._sock = sock
         self.phase = Phase.IDLE
         self._fresh = True
+        self._verdict_pending = False
         self._parser = ReplyParser()
         self._out = []
         self._events = selectors.EVENT_READ
@@ -163,14 +183,16 @@ class SmtpChannel:
                 sock.settimeout(self.connection.settings.timeout)
         self.phase = Phase.OPENING
 
-    def start(self, mail_from: str, rcpt_to: str, message: bytes) -> Step:
-        """Begin a message on the idle channel: None while under way, or a refusal made at once."""
-        assert self.phase is Phase.IDLE
+    def start(self, mail_from: str, rcpt_to: str, message: bytes) -> list[Step]:
+        """Begin a message on the idle channel (or behind the last one's dot, ``can_follow_the_dot``)."""
+        after_dot = self.phase is Phase.DOT
+        assert self.phase is Phase.IDLE or (after_dot and self.can_follow_the_dot)
         envelope = self.connection.begin(mail_from, rcpt_to, message)
         if isinstance(envelope, SmtpOutcome):
-            return envelope
+            return [envelope]
         self._envelope = envelope
         self._replies = []
+        self._verdict_pending = after_dot
         self.phase = Phase.ENVELOPE
         self._pipelined = self.connection.offers_pipelining
         if self._pipelined:
@@ -179,13 +201,14 @@ class SmtpChannel:
         else:
             first, *self._commands = envelope.commands
             self._queue(first)
-        self._await_reply()
+        if not after_dot:
+            self._await_reply()
         return self._flush()
 
-    def on_writable(self) -> Step:
+    def on_writable(self) -> list[Step]:
         return self._flush()
 
-    def on_readable(self) -> Step:
+    def on_readable(self) -> list[Step]:
         """Read what arrived and act on it."""
         sock = self._sock
         assert sock is not None
@@ -199,28 +222,28 @@ class SmtpChannel:
                     data += sock.recv(65536)
             replies = self._parser.feed(data) if data else []
         except _WOULD_BLOCK:
-            return None
+            return []
         except (OSError, smtplib.SMTPException) as error:
             return self._broke(error)
-        step: Step = None
+        steps: list[Step] = []
         for reply in replies:
-            step = self._on_reply(*reply) or step
+            steps += self._on_reply(*reply)
             if self.phase is Phase.CLOSED:
-                return step
+                return steps
         if eof:
-            return step or self._broke(None, what="closed the connection")
-        return step
+            steps += self._broke(None, what="closed the connection")
+        return steps
 
-    def dot_written(self) -> Step:
+    def dot_written(self) -> list[Step]:
         """After the loop's group commit wrote the final dot: await its verdict (or report the write's failure)."""
         if self.connection.sock is None:  # a failed commit dropped its held dots (and the connection)
             self.abandoned()
-            return Broken(self._error(None, "closed before the final dot (the commit failed)"))
+            return [Broken(self._error(None, "closed before the final dot (the commit failed)"))]
+        self.phase = Phase.DOT
         if self.connection.dot_failed:
             return self._verdict(-1, b"")  # the connection reports the write's error
-        self.phase = Phase.DOT
         self._await_reply()
-        return None
+        return []
 
     def drop(self) -> None:
         """Close the connection without a word: a message under way is never completed (the server
@@ -231,8 +254,9 @@ class SmtpChannel:
         """The connection was closed without its dot (``SmtpConnection.abandon``): the channel is closed."""
         self._forget_socket()
         self.phase = Phase.CLOSED
+        self._verdict_pending = False
 
-    def expire(self) -> Step:
+    def expire(self) -> list[Step]:
         """The awaited reply (or room to write) did not come in time: as a broken connection."""
         return self._broke(TimeoutError("timed out"), what="did not answer in time")
 
@@ -253,7 +277,7 @@ class SmtpChannel:
     def _await_reply(self) -> None:
         self.deadline = time.monotonic() + self.connection.settings.timeout
 
-    def _flush(self) -> Step:
+    def _flush(self) -> list[Step]:
         """Write what is queued while the socket takes it; a message whose body is all written is prepared."""
         sock = self._sock
         assert sock is not None
@@ -278,15 +302,18 @@ class SmtpChannel:
             assert self._envelope is not None
             self.phase = Phase.PREPARED
             self.deadline = math.inf
-            return self.connection.mark_prepared(self._envelope)
-        return None
+            self._fresh = False
+            return [self.connection.mark_prepared(self._envelope)]
+        return []
 
-    def _on_reply(self, code: int, text: bytes) -> Step:
+    def _on_reply(self, code: int, text: bytes) -> list[Step]:
         phase = self.phase
+        if self._verdict_pending:  # the last message's answer, ahead of this envelope's
+            return self._verdict(code, text)
         if phase is Phase.ENVELOPE:
             self._replies.append((code, text))
             if self._pipelined:
-                return self._after_envelope() if len(self._replies) == 3 else None
+                return self._after_envelope() if len(self._replies) == 3 else []
             accepted = ((250,), (250, 251), (354,))[len(self._replies) - 1]
             if code in accepted and self._commands:
                 self._queue(self._commands.pop(0))
@@ -299,17 +326,17 @@ class SmtpChannel:
                 self.deadline = math.inf
             else:
                 self._drop()
-            return None
+            return []
         if phase is Phase.DOT:
             return self._verdict(code, text)
         # a reply nobody asked for: a server closing an idle connection (421), or refusing the message
         # before its dot (552 too large): the connection is done, and the message refused as it says
         self._drop()
         if phase in (Phase.BODY, Phase.PREPARED):
-            return SmtpOutcome.from_reply(code, text)
-        return None
+            return [SmtpOutcome.from_reply(code, text)]
+        return []
 
-    def _after_envelope(self) -> Step:
+    def _after_envelope(self) -> list[Step]:
         self._fresh = False
         refusal = envelope_refusal(self._replies)
         if refusal is not None:
@@ -320,42 +347,53 @@ class SmtpChannel:
                 self._queue(b"RSET\r\n")
                 self._await_reply()
                 self._flush()  # a failure closes the channel; the refusal stands either way
-            return refusal.outcome
+            return [refusal.outcome]
         assert self._envelope is not None
         self.phase = Phase.BODY
         self._queue(self._envelope.data)
         self._await_reply()  # not a reply: room to write the body, within the same time
         return self._flush()
 
-    def _verdict(self, code: int, text: bytes, error: BaseException | None = None) -> Verdict:
-        self.phase = Phase.IDLE
-        self.deadline = math.inf
+    def _verdict(self, code: int, text: bytes, error: BaseException | None = None) -> list[Step]:
+        """The last message's verdict; a message started behind its dot goes on (or breaks with the connection)."""
+        following = self._verdict_pending
+        self._verdict_pending = False
         try:
-            outcome = self.connection.settle(code, text, error=error)
+            verdict = Verdict(self.connection.settle(code, text, error=error))
         except SmtpOutcomeUnknown as unknown:
+            verdict = Verdict(None, unknown)
+        if not self.connection.is_open:  # 421, a garbled answer, or broken: the connection dropped itself
             self.abandoned()
-            return Verdict(None, unknown)
-        if not self.connection.is_open:  # 421 or a garbled answer: the connection dropped itself
-            self.abandoned()
-        return Verdict(outcome)
+            if following:
+                return [verdict, Broken(self._error(error, "closed the connection after the previous message"))]
+            return [verdict]
+        if following:
+            self._await_reply()  # now the envelope's replies
+        else:
+            self.phase = Phase.IDLE
+            self.deadline = math.inf
+        return [verdict]
 
-    def _broke(self, error: BaseException | None, *, what: str = "connection broke during the transaction") -> Step:
+    def _broke(
+        self, error: BaseException | None, *, what: str = "connection broke during the transaction"
+    ) -> list[Step]:
         phase = self.phase
-        if phase is Phase.DOT:
+        if phase is Phase.DOT or self._verdict_pending:
             return self._verdict(-1, b"", error or ConnectionError(what))
         stale = phase is Phase.ENVELOPE and not self._replies and not self._fresh
         self._drop()
         if phase in (Phase.ENVELOPE, Phase.BODY, Phase.PREPARED):
             if stale:
                 what = "closed the connection before answering MAIL FROM"
-            return Broken(self._error(error, what), stale=stale)
-        return None  # idle (or resetting after a refusal already reported): just closed
+            return [Broken(self._error(error, what), stale=stale)]
+        return []  # idle (or resetting after a refusal already reported): just closed
 
     def _drop(self) -> None:
         """Close the connection without a word (a message under way is never completed)."""
         self._forget_socket()  # out of the selector before its descriptor is closed (and reused)
         self.connection.abandon()
         self.phase = Phase.CLOSED
+        self._verdict_pending = False
 
     def _error(self, error: BaseException | None, what: str) -> SmtpConnectionError:
         address = self.connection.settings.address

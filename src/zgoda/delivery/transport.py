@@ -515,7 +515,8 @@ class SmtpConnection:
         For a caller that writes and reads the socket itself; ``mark_prepared`` once everything up to the
         final dot is written. A refusal made locally (SMTPUTF8 not offered) comes back as an outcome.
         """
-        if self._state is not _State.IDLE or self._smtp is None:
+        # after a final dot (DOT_WRITTEN) a pipelining caller may begin the next message before the verdict
+        if self._state not in (_State.IDLE, _State.DOT_WRITTEN) or self._smtp is None:
             raise RuntimeError("begin() needs an open connection with no message under way.")
         _check_address(mail_from, "Sender")
         _check_address(rcpt_to, "Recipient")
