@@ -966,8 +966,12 @@ class _Pipeline:
                     self._recipients.task_done()
         finally:
             for channel in self._channels:
-                if channel.phase is not Phase.OPENING:  # an opening one is its thread's (it ends on its own)
-                    channel.detach()
+                if channel.phase is Phase.OPENING:  # an opening one is its thread's (it ends on its own)
+                    continue
+                channel.detach()
+                if channel.awaiting is not None:  # a verdict awaited (a message may follow its dot): no QUIT,
+                    channel.connection.abandon(reset=False)  # but a close that still sends the dot
+                else:
                     channel.connection.close()
             self._selector.close()
             self._wake_in.close()
@@ -1106,7 +1110,8 @@ class _Pipeline:
             self._failures_in_a_row = 0
             if not self._prepared:
                 self._prepared_since = time.monotonic()
-            self._prepared.append(channel)
+            if channel not in self._prepared:  # dropped and prepared again with another message meanwhile
+                self._prepared.append(channel)
             return
         if isinstance(step, Verdict):
             self._verdict(message, step)
@@ -1124,7 +1129,8 @@ class _Pipeline:
                 "smtp_reply": str(step.error)[:500],
             }
             self.committer.defer(message.send_id, retry, held=True)
-            self._connection_failed(step.error)
+            if not step.after_previous:  # a connection lost behind a dot was working: reopening it is no failure
+                self._connection_failed(step.error)
         else:  # refused before the dot
             self._failures_in_a_row = 0
             with self.outcome.lock:
@@ -1624,8 +1630,8 @@ class _SentRows:
         drops the held dots (the connections are reset) and nothing is delivered.
         """
         holding_gil = own_connection is not None and sqlite_commit.ready(own_connection)  # checked outside
-        dots.write(written.owned, held=True, drop_if_killed=True)
         try:
+            dots.write(written.owned, held=True, drop_if_killed=True)
             if not (holding_gil and sqlite_commit.commit_holding_gil(own_connection)):
                 transaction.commit()
         except BaseException:

@@ -65,6 +65,7 @@ class Broken:
 
     error: SmtpConnectionError
     stale: bool = False
+    after_previous: bool = False  # lost with the connection behind the previous message's dot
 
 
 @dataclass(frozen=True)
@@ -365,7 +366,8 @@ class SmtpChannel:
         if not self.connection.is_open:  # 421, a garbled answer, or broken: the connection dropped itself
             self.abandoned()
             if following:
-                return [verdict, Broken(self._error(error, "closed the connection after the previous message"))]
+                broken = self._error(error, "closed the connection after the previous message")
+                return [verdict, Broken(broken, after_previous=True)]
             return [verdict]
         if following:
             self._await_reply()  # now the envelope's replies

@@ -352,14 +352,17 @@ class SmtpConnection:
         finally:
             _hard_close(smtp)
 
-    def abandon(self) -> None:
-        """Drop the prepared message: close the socket without the final dot, so the server discards it."""
+    def abandon(self, *, reset: bool = True) -> None:
+        """Drop the prepared message: close the socket without the final dot, so the server discards it.
+
+        ``reset=False`` closes without a TCP reset: bytes already written (a final dot) still go out.
+        """
         smtp, self._smtp = self._smtp, None
         self._state = _State.CLOSED
         self._prepared = None
         self._held = False
         if smtp is not None:
-            _hard_close(smtp, reset=True)
+            _hard_close(smtp, reset=reset)
 
     def __enter__(self) -> SmtpConnection:
         return self
