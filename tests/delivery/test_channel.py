@@ -7,7 +7,8 @@ import smtplib
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -197,25 +198,36 @@ def test_an_idle_connection_the_server_closed_is_closed_without_a_message_lost(
     loop.close()
 
 
-def test_a_server_that_stops_answering_breaks_the_message_at_its_deadline() -> None:
+@contextmanager
+def scripted_server(conversation: Callable[[socket.socket], None]) -> Iterator[int]:
+    """A one-connection SMTP server on loopback that says what ``conversation`` says; yields its port."""
     with socket.create_server(("127.0.0.1", 0)) as listener:
-        answered = threading.Event()
 
-        def greet_then_fall_silent() -> None:
+        def serve() -> None:
             client, _ = listener.accept()
             with client:
-                client.sendall(b"220 silent.example ESMTP\r\n")
-                client.recv(1024)  # EHLO
-                client.sendall(b"250 silent.example\r\n")
-                answered.wait(WAIT)  # MAIL FROM is never answered
+                conversation(client)
 
-        server = threading.Thread(target=greet_then_fall_silent, daemon=True)
+        server = threading.Thread(target=serve, daemon=True)
         server.start()
-        loop = Loop(SmtpSettings(host="127.0.0.1", port=listener.getsockname()[1], timeout=0.2))
+        yield listener.getsockname()[1]
+        server.join(WAIT)
+
+
+def test_a_server_that_stops_answering_breaks_the_message_at_its_deadline() -> None:
+    answered = threading.Event()
+
+    def greet_then_fall_silent(client: socket.socket) -> None:
+        client.sendall(b"220 silent.example ESMTP\r\n")
+        client.recv(1024)  # EHLO
+        client.sendall(b"250 silent.example\r\n")
+        answered.wait(WAIT)  # MAIL FROM is never answered
+
+    with scripted_server(greet_then_fall_silent) as port:
+        loop = Loop(SmtpSettings(host="127.0.0.1", port=port, timeout=0.2))
         loop.start(0, "a@example.org", message())
         loop.run_until(lambda: loop.last(0) is not None)
         answered.set()
-        server.join()
     broken = loop.last(0)
     assert isinstance(broken, Broken)
     assert "did not answer in time" in str(broken.error)
@@ -225,29 +237,24 @@ def test_a_server_that_stops_answering_breaks_the_message_at_its_deadline() -> N
 
 def test_a_server_refusing_the_message_before_its_dot_refuses_it() -> None:
     """An early reply while the body is written (552: too large) is the server's verdict; the connection ends."""
-    with socket.create_server(("127.0.0.1", 0)) as listener:
 
-        def refuse_the_body() -> None:
-            client, _ = listener.accept()
-            with client:
-                client.sendall(b"220 strict.example ESMTP\r\n")
-                client.recv(1024)  # EHLO
-                client.sendall(b"250-strict.example\r\n250 PIPELINING\r\n")
-                received = b""
-                while received.count(b"\r\n") < 3:
-                    received += client.recv(1024)  # MAIL, RCPT, DATA
-                client.sendall(b"250 ok\r\n250 ok\r\n354 go ahead\r\n")
-                client.recv(1024)  # the first of the body
-                client.sendall(b"552 5.3.4 Message too big for this server\r\n")
-                client.recv(1024)
+    def refuse_the_body(client: socket.socket) -> None:
+        client.sendall(b"220 strict.example ESMTP\r\n")
+        client.recv(1024)  # EHLO
+        client.sendall(b"250-strict.example\r\n250 PIPELINING\r\n")
+        received = b""
+        while received.count(b"\r\n") < 3:
+            received += client.recv(1024)  # MAIL, RCPT, DATA
+        client.sendall(b"250 ok\r\n250 ok\r\n354 go ahead\r\n")
+        client.recv(1024)  # the first of the body
+        client.sendall(b"552 5.3.4 Message too big for this server\r\n")
+        client.recv(1024)
 
-        server = threading.Thread(target=refuse_the_body, daemon=True)
-        server.start()
-        loop = Loop(SmtpSettings(host="127.0.0.1", port=listener.getsockname()[1]))
+    with scripted_server(refuse_the_body) as port:
+        loop = Loop(SmtpSettings(host="127.0.0.1", port=port))
         big = message() + b"x" * 60 + b"\r\n" * 200_000
         loop.start(0, "a@example.org", big)
         loop.run_until(lambda: isinstance(loop.last(0), SmtpOutcome))
-        server.join(WAIT)
     refusal = loop.last(0)
     assert isinstance(refusal, SmtpOutcome)
     assert (refusal.accepted, refusal.code, refusal.enhanced_status, refusal.permanent) == (False, 552, "5.3.4", True)
