@@ -187,7 +187,8 @@ class SmtpChannel:
     def start(self, mail_from: str, rcpt_to: str, message: bytes) -> list[Step]:
         """Begin a message on the idle channel (or behind the last one's dot, ``can_follow_the_dot``)."""
         after_dot = self.phase is Phase.DOT
-        assert self.phase is Phase.IDLE or (after_dot and self.can_follow_the_dot)
+        if not (self.phase is Phase.IDLE or (after_dot and self.can_follow_the_dot)):
+            raise RuntimeError(f"A channel in phase {self.phase.value} cannot start a message now.")
         envelope = self.connection.begin(mail_from, rcpt_to, message)
         if isinstance(envelope, SmtpOutcome):
             return [envelope]
