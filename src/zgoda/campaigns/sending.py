@@ -1322,7 +1322,7 @@ class _GroupCommit:
         )
 
     def hand_in(self, message: OutgoingMessage, connection: SmtpConnection) -> _Entry:
-        """Hand in a prepared message to be committed as sent with the next group; ``wait`` for it later.
+        """Hand in a prepared message to be committed as sent with the next group (``write_pending``).
 
         The committing thread writes its final dot on ``connection`` right after the commit, so that a
         process killed in between leaves as few messages as possible recorded as sent but not delivered.
@@ -1331,10 +1331,6 @@ class _GroupCommit:
         with self._ready:
             self._pending.append(entry)
         return entry
-
-    def wait(self, entry: _Entry) -> bool:
-        """Wait until the entry is committed (writing the group if nobody is); False if the row was not ours."""
-        return self._commit(entry, handed_in=True).owned
 
     def defer(self, send_id: int, values: dict[str, Any], *, held: bool) -> None:
         """Other values for a row (a refusal, a retry), written with the next group (``write_pending``);
