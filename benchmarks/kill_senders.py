@@ -98,9 +98,16 @@ def main() -> int:
                 for kill in range(args.kills):
                     process = senders.start()
                     target = sink.received + random.randint(20, 60)
+                    last, progress_by = sink.received, time.monotonic() + 60
                     while sink.received < target:
-                        if process.poll() is not None:
+                        if sink.received != last:
+                            last, progress_by = sink.received, time.monotonic() + 60
+                        # a worker outlives the campaign: no message for a minute means it ended first
+                        if process.poll() is not None or time.monotonic() > progress_by:
                             print(f"kill {kill + 1}: the campaign ended first (use more --contacts)")
+                            if process.poll() is None:
+                                os.killpg(process.pid, signal.SIGKILL)
+                                process.wait()
                             return 2
                         time.sleep(0.002)
                     os.killpg(process.pid, signal.SIGKILL)
