@@ -43,7 +43,7 @@ class Loop:
             channel.opened()
 
     def record(self, channel: SmtpChannel, steps: list[Step]) -> None:
-        self.steps[self.channels.index(channel)].extend(step for step in steps if step is not None)
+        self.steps[self.channels.index(channel)].extend(steps)
 
     def start(self, index: int, rcpt: str, body: bytes) -> None:
         channel = self.channels[index]
@@ -63,7 +63,7 @@ class Loop:
                 if channel.deadline < time.monotonic():
                     self.record(channel, channel.expire())
 
-    def last(self, index: int) -> Step:
+    def last(self, index: int) -> Step | None:
         steps = self.steps[index]
         return steps[-1] if steps else None
 

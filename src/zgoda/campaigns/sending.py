@@ -1100,10 +1100,10 @@ class _Pipeline:
                 self._verdict(channel.awaiting[1], step)
                 channel.awaiting = None
                 self._recipients.task_done()
-            elif step is not None:
+            else:
                 self._after_step(channel, step)
 
-    def _after_step(self, channel: SmtpChannel, step: Prepared | SmtpOutcome | Broken | Verdict) -> None:
+    def _after_step(self, channel: SmtpChannel, step: Step) -> None:
         """Act on what happened to the channel's current message."""
         message: OutgoingMessage = channel.payload[1]
         if isinstance(step, Prepared):
@@ -1283,10 +1283,8 @@ class _Entry:
     send_id: int = 0  # or a row to update with ``values``
     values: dict[str, Any] | None = None
     held: bool = True  # the update applies only while this worker holds the row
-    done: bool = False
-    owned: bool = False
+    owned: bool = False  # marked sent by the group (set once it is written)
     campaign_stopped: bool = False  # the campaign was no longer sending when the group was written
-    error: BaseException | None = None
 
 
 class _GroupCommit:
@@ -1314,9 +1312,8 @@ class _GroupCommit:
         self.workspace_id = workspace_id
         self.campaign_id = campaign_id
         self.database_turn = database_turn
-        self._ready = threading.Condition()
+        self._lock = threading.Lock()  # the builder thread defers updates while the sending thread writes
         self._pending: list[_Entry] = []
-        self._writing = False
         self._sent_rows = _SentRows(
             database, worker=worker, workspace_id=workspace_id, campaign_id=campaign_id, quiet=quiet
         )
@@ -1328,14 +1325,14 @@ class _GroupCommit:
         process killed in between leaves as few messages as possible recorded as sent but not delivered.
         """
         entry = _Entry(message=message, connection=connection)
-        with self._ready:
+        with self._lock:
             self._pending.append(entry)
         return entry
 
     def defer(self, send_id: int, values: dict[str, Any], *, held: bool) -> None:
         """Other values for a row (a refusal, a retry), written with the next group (``write_pending``);
         if ``held``, only while this worker holds the row."""
-        with self._ready:
+        with self._lock:
             self._pending.append(_Entry(send_id=send_id, values=values, held=held))
 
     @property
@@ -1344,45 +1341,18 @@ class _GroupCommit:
         return bool(self._pending)
 
     def write_pending(self) -> None:
-        """Write everything handed in or deferred so far (waiting for a group under way first)."""
-        with self._ready:
-            if not self._pending:
-                return
-            last = self._pending[-1]
-        self._commit(last, handed_in=True)
-
-    def _commit(self, entry: _Entry, *, handed_in: bool = False) -> _Entry:
-        with self._ready:
-            if not handed_in:
-                self._pending.append(entry)
-            while self._writing and not entry.done:
-                self._ready.wait()
-            if not entry.done:
-                self._writing = True
-                group, self._pending = self._pending, []
-            else:
-                group = []
-        if group:
-            error: BaseException | None = None
-            written = _Written(owned=frozenset(), campaign_stopped=False)
-            try:
-                try:
-                    with self.database_turn:
-                        written = self._write(group)
-                except BaseException as failure:  # noqa: BLE001 - handed to every thread of the group
-                    error = failure
-            finally:  # whatever happened, the group is done and the next writer may go
-                with self._ready:
-                    for member in group:
-                        member.done, member.error = True, error
-                        if member.message is not None:
-                            member.owned = member.message.ref in written.owned
-                            member.campaign_stopped = written.campaign_stopped and not member.owned
-                    self._writing = False
-                    self._ready.notify_all()
-        if entry.error is not None:
-            raise entry.error  # the writer's own error, in every thread of its group (so its type decides retries)
-        return entry
+        """Write everything handed in or deferred so far as one group (the sending thread's alone); each
+        message's entry then says whether it was marked sent. An error leaves them all unmarked."""
+        with self._lock:
+            group, self._pending = self._pending, []
+        if not group:
+            return
+        with self.database_turn:
+            written = self._write(group)
+        for member in group:
+            if member.message is not None:
+                member.owned = member.message.ref in written.owned
+                member.campaign_stopped = written.campaign_stopped and not member.owned
 
     def _write(self, group: list[_Entry]) -> _Written:
         """Write a group: which messages were marked sent, and whether the campaign had stopped.

@@ -77,7 +77,7 @@ class Verdict:
     error: SmtpOutcomeUnknown | None = None
 
 
-Step = Prepared | SmtpOutcome | Broken | Verdict | None
+Step = Prepared | SmtpOutcome | Broken | Verdict
 
 
 class ReplyParser:
@@ -145,11 +145,6 @@ class SmtpChannel:
         self._verdict_pending = False  # the last message's verdict comes before this envelope's replies
 
     # -- for the loop -----------------------------------------------------------------------------
-
-    @property
-    def busy(self) -> bool:
-        """Whether a message is under way (the channel cannot take another)."""
-        return self.phase not in (Phase.IDLE, Phase.CLOSED, Phase.RESET)
 
     @property
     def can_follow_the_dot(self) -> bool:
