@@ -238,6 +238,13 @@ def normalise_message(message: bytes) -> bytes:
     return message
 
 
+def _payload(mail_from: str, rcpt_to: str, message: bytes) -> bytes:
+    """The DATA payload of a message for these addresses (checked first: no command can be smuggled in)."""
+    _check_address(mail_from, "Sender")
+    _check_address(rcpt_to, "Recipient")
+    return normalise_message(message)
+
+
 def _check_address(address: str, what: str) -> None:
     if _ADDRESS_FORBIDDEN.search(address):
         raise ValueError(f"{what} {address!r} holds characters not allowed in an SMTP address.")
@@ -381,10 +388,8 @@ class SmtpConnection:
         """
         if self._state in (_State.PREPARED, _State.DOT_WRITTEN):
             raise RuntimeError("A prepared message is waiting: complete() or abandon() it before the next one.")
-        _check_address(mail_from, "Sender")
-        _check_address(rcpt_to, "Recipient")
-        data = normalise_message(message)
-        if self.is_open and self.messages_on_socket >= self.settings.max_messages_per_connection:
+        data = _payload(mail_from, rcpt_to, message)
+        if self.due_for_rotation:
             self.close()
         reused = self.is_open
         self.open()
@@ -521,9 +526,7 @@ class SmtpConnection:
         # after a final dot (DOT_WRITTEN) a pipelining caller may begin the next message before the verdict
         if self._state not in (_State.IDLE, _State.DOT_WRITTEN) or self._smtp is None:
             raise RuntimeError("begin() needs an open connection with no message under way.")
-        _check_address(mail_from, "Sender")
-        _check_address(rcpt_to, "Recipient")
-        data = normalise_message(message)
+        data = _payload(mail_from, rcpt_to, message)
         envelope = self._envelope(mail_from, rcpt_to, data)
         if isinstance(envelope, SmtpOutcome):
             return envelope
@@ -572,7 +575,7 @@ class SmtpConnection:
             return envelope
         mail, rcpt = envelope
         try:
-            if self.settings.pipelining and smtp.has_extn("pipelining"):
+            if self.offers_pipelining:
                 replies = [self._first(smtp, mail + rcpt + b"DATA\r\n"), self._reply(smtp), self._reply(smtp)]
             else:
                 replies = [self._first(smtp, mail)]
@@ -775,7 +778,7 @@ class SmtpPool:
     def _give_back(self, conn: SmtpConnection) -> None:
         if conn.is_prepared:
             conn.abandon()
-        elif conn.is_open and conn.messages_on_socket >= self.settings.max_messages_per_connection:
+        elif conn.due_for_rotation:
             conn.close()
         with self._lock:
             generation = self._lent.pop(conn)
