@@ -9,7 +9,7 @@ PostgreSQL is the production database; both run the whole test suite.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -44,6 +44,40 @@ class UTCDateTime(TypeDecorator[datetime]):
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         return value.replace(tzinfo=UTC) if value is not None else None
+
+    def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any] | None:
+        """On SQLite, the text SQLAlchemy's processors would store, written by one C call per value
+        (``isoformat``) instead of two Python steps (the ledger binds a few timestamps per event)."""
+        general = super().bind_processor(dialect)
+        if getattr(self.impl_instance, "_storage_format", None) != _SQLITE_FORMAT:  # not SQLite's DATETIME as is
+            return general
+        assert general is not None
+
+        def process(value: Any) -> Any:
+            if type(value) is datetime and value.tzinfo is UTC:
+                # "YYYY-MM-DD HH:MM:SS.ffffff+00:00": SQLite's storage format and the offset, cut off
+                return value.isoformat(" ", "microseconds")[:-6]
+            return general(value)  # None, another zone, a naive value (refused), anything else
+
+        return process
+
+    def result_processor(self, dialect: Dialect, coltype: object) -> Callable[[Any], Any] | None:
+        """On SQLite, SQLAlchemy's own parsing (``datetime.fromisoformat``) and the time zone in one step."""
+        general = super().result_processor(dialect, coltype)
+        if getattr(self.impl_instance, "_storage_format", None) != _SQLITE_FORMAT or self.impl_instance._reg:  # type: ignore[attr-defined]
+            return general
+        assert general is not None
+        parse = datetime.fromisoformat
+
+        def process(value: Any) -> Any:
+            if type(value) is str:
+                return parse(value).replace(tzinfo=UTC)
+            return general(value)
+
+        return process
+
+
+_SQLITE_FORMAT = "%(year)04d-%(month)02d-%(day)02d %(hour)02d:%(minute)02d:%(second)02d.%(microsecond)06d"
 
 
 class Base(DeclarativeBase):
