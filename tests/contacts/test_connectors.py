@@ -160,3 +160,49 @@ def test_notification_urls_must_be_https(session: Session, source: Source) -> No
     with pytest.raises(InvalidInput, match="https"):
         outbound.configure(session, source_id=source.id, url="http://crm.example.com/hook")
     assert outbound.backoff(1).total_seconds() == 30 and outbound.backoff(20).total_seconds() == 6 * 3600
+
+
+def test_only_sources_that_listen_and_know_the_contact_are_notified(
+    session: Session, workspace: Workspace, source: Source
+) -> None:
+    listening = sources.create_source(session, name="CRM", kind="crm")
+    outbound.configure(session, source_id=listening.id, url="https://crm.example.com/hook")
+    known_to_both = contacts.upsert_contact(
+        session, contacts.ContactData(email="both@example.com", source_id=source.id, external_id="web-1")
+    ).contact
+    contacts.upsert_contact(
+        session, contacts.ContactData(email="both@example.com", source_id=listening.id, external_id="crm-1")
+    )
+    known_to_the_form_only = contacts.upsert_contact(
+        session, contacts.ContactData(email="form@example.com", source_id=source.id, external_id="web-2")
+    ).contact
+    # another workspace's source that listens and knows a contact of the same id range
+    other = make_workspace(session, slug="inny")
+    as_system(session, other)
+    elsewhere = sources.create_source(session, name="CRM", kind="crm")
+    outbound.configure(session, source_id=elsewhere.id, url="https://other.example.com/hook")
+    contacts.upsert_contact(
+        session, contacts.ContactData(email="both@example.com", source_id=elsewhere.id, external_id="x-1")
+    )
+    as_system(session, workspace)
+
+    created = outbound.queue_withdrawal_notices(
+        session,
+        contact_ids_by_purpose=[
+            (known_to_both.id, "email_marketing", "2026-11-30T10:00:00.000000Z"),
+            (known_to_the_form_only.id, "email_marketing", "2026-11-30T10:00:00.000000Z"),
+        ],
+    )
+    deliveries = [session.get(OutboundDelivery, delivery_id) for delivery_id in created]
+    assert [(d.source_id, d.payload["contact"]["external_id"]) for d in deliveries if d] == [(listening.id, "crm-1")]
+
+
+def test_no_notice_is_queued_where_no_source_listens(session: Session, source: Source) -> None:
+    contact = contacts.upsert_contact(
+        session, contacts.ContactData(email="quiet@example.com", source_id=source.id, external_id="web-3")
+    ).contact
+    created = outbound.queue_withdrawal_notices(
+        session, contact_ids_by_purpose=[(contact.id, "email_marketing", "2026-11-30T10:00:00.000000Z")]
+    )
+    assert created == []
+    assert session.scalar(select(func.count()).select_from(OutboundDelivery)) == 0

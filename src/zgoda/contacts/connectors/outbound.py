@@ -10,10 +10,9 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-import httpx
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -28,6 +27,9 @@ from zgoda.core.crypto import new_token
 from zgoda.core.db import Database
 from zgoda.core.errors import InvalidInput, NotFound
 from zgoda.core.tenancy import Actor, bind_scope, unscoped
+
+if TYPE_CHECKING:  # imported where a delivery is posted: recording a withdrawal queues one and needs no HTTP client
+    import httpx
 
 SETTING = "outbound"
 MAX_ATTEMPTS = 8
@@ -68,13 +70,21 @@ def queue_withdrawal_notices(session: Session, *, contact_ids_by_purpose: Sequen
     """
     if not contact_ids_by_purpose:
         return []
+    # a workspace has a few sources and most listen to nothing: ask the identities only of those that do
+    sources_listening = {
+        source.id: source for source in session.scalars(select(Source)) if (source.settings or {}).get(SETTING)
+    }
+    if not sources_listening:
+        return []
     contact_ids = {item[0] for item in contact_ids_by_purpose}
-    identities = session.execute(
-        select(ContactIdentity.contact_id, ContactIdentity.external_id, Source)
-        .join(Source, Source.id == ContactIdentity.source_id)
-        .where(ContactIdentity.contact_id.in_(contact_ids))
-    ).all()
-    listening = [(cid, ext, src) for cid, ext, src in identities if (src.settings or {}).get(SETTING)]
+    listening = [
+        (contact_id, external_id, sources_listening[source_id])
+        for contact_id, external_id, source_id in session.execute(
+            select(ContactIdentity.contact_id, ContactIdentity.external_id, ContactIdentity.source_id).where(
+                ContactIdentity.contact_id.in_(contact_ids), ContactIdentity.source_id.in_(sources_listening)
+            )
+        )
+    ]
     if not listening:
         return []
     emails = {
@@ -112,6 +122,8 @@ def list_deliveries(session: Session, *, source_id: int, limit: int = 100) -> Se
 
 def attempt(database: Database, delivery_id: int, *, client: httpx.Client | None = None) -> OutboundDelivery:
     """Post one delivery once and record the outcome; returns the updated row (status says what next)."""
+    import httpx
+
     with database.transaction() as session:
         with unscoped(session):
             delivery = session.get(OutboundDelivery, delivery_id)
