@@ -98,3 +98,11 @@ def test_a_failure_on_the_helper_thread_is_raised_as_itself(session: Session, mo
     assert "aborted" not in str(raised.value).lower()
     savepoint.rollback()
     assert session.scalars(select(ConsentEvent)).all() == []
+
+
+def test_evidence_fields_are_every_field_in_the_documented_order() -> None:
+    """``Evidence.fields`` copies the dataclass's ``__dict__``: it must stay exactly EVIDENCE_FIELDS."""
+    evidence = ledger.Evidence(ip="192.0.2.1", file_row=7, note="n")
+    assert tuple(evidence.fields()) == ledger.EVIDENCE_FIELDS
+    assert evidence.fields() == {name: getattr(evidence, name) for name in ledger.EVIDENCE_FIELDS}
+    assert evidence.fields() is not evidence.fields()  # a copy: the caller may add the salt

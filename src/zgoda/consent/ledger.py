@@ -81,7 +81,8 @@ class Evidence:
     note: str | None = None
 
     def fields(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in EVIDENCE_FIELDS}
+        """Every field by name, in EVIDENCE_FIELDS' order (a dataclass's ``__dict__`` keeps that order)."""
+        return self.__dict__.copy()
 
     def is_empty(self) -> bool:
         return (
@@ -726,10 +727,12 @@ def _current_states(
             ),
         )
     connection = writer.connection
-    if writer.raw:
+    if writer.raw:  # sqlite3's own cursor: its plain tuples, not SQLAlchemy's rows built over them
+        driver = connection.connection.driver_connection
+        assert driver is not None
         rows: list[Any] = []
         for where, parameters in _sqlite_exactly(workspace_id, pairs):
-            rows += connection.exec_driver_sql(
+            rows += driver.execute(
                 f"SELECT {', '.join(_STATE_SELECT)} FROM consent_states WHERE {where}", parameters
             ).fetchall()
         return _states_of_rows(writer, rows)
