@@ -170,6 +170,7 @@ def inputs_frozen() -> Iterator[None]:
     recording cost 1.0 s of 12.5). Frozen (``gc.freeze``), they stay alive but are not scanned; what the
     step itself allocates is collected as usual. Both the recording and the baselines are timed this way.
     """
+    assert gc.get_freeze_count() == 0, "inputs_frozen does not nest (gc.unfreeze thaws everything)"
     gc.collect()
     gc.freeze()
     try:

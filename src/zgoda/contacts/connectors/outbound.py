@@ -26,7 +26,7 @@ from zgoda.core.clock import isoformat_z, utcnow
 from zgoda.core.crypto import new_token
 from zgoda.core.db import Database
 from zgoda.core.errors import InvalidInput, NotFound
-from zgoda.core.tenancy import Actor, bind_scope, unscoped
+from zgoda.core.tenancy import Actor, bind_scope, current_workspace_id, unscoped
 
 if TYPE_CHECKING:  # imported where a delivery is posted: recording a withdrawal queues one and needs no HTTP client
     import httpx
@@ -71,8 +71,10 @@ def queue_withdrawal_notices(session: Session, *, contact_ids_by_purpose: Sequen
     if not contact_ids_by_purpose:
         return []
     # a workspace has a few sources and most listen to nothing: ask the identities only of those that do
+    # (named by workspace as well as scoped, so that a caller inside unscoped() still reads only its own)
+    in_workspace = select(Source).where(Source.workspace_id == current_workspace_id(session))
     sources_listening = {
-        source.id: source for source in session.scalars(select(Source)) if (source.settings or {}).get(SETTING)
+        source.id: source for source in session.scalars(in_workspace) if (source.settings or {}).get(SETTING)
     }
     if not sources_listening:
         return []
