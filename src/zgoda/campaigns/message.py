@@ -143,10 +143,31 @@ def compose_message(
 
 
 def _quoted_printable(text: str) -> bytes:
-    """UTF-8, CRLF lines, quoted-printable (76-octet lines; ``=`` never followed by ``_``, so no boundary)."""
+    """UTF-8, CRLF lines, quoted-printable (76-octet lines; ``=`` never followed by ``_``, so no boundary).
+
+    Encoded line by line, each line once per process (:data:`_QP_LINES`): a campaign's messages share
+    most of their lines (only the merge fields and the footer's links differ), and quoted-printable
+    restarts at every line break, so the lines' encodings joined are the whole text's encoding
+    (tests/campaigns/test_message_encoding.py). Each line is encoded with its CRLF, so that
+    ``b2a_qp`` writes CRLF soft breaks and escapes trailing white space exactly as in the whole text.
+    """
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
-    return binascii.b2a_qp(text.replace("\n", "\r\n").encode("utf-8"), istext=True)
+    known = _QP_LINES
+    encoded: list[bytes] = []
+    for line in text.split("\n"):
+        found = known.get(line)
+        if found is None:
+            found = binascii.b2a_qp((line + "\r\n").encode("utf-8"), istext=True)
+            if len(known) >= _QP_LINES_KEPT:
+                known.clear()  # a new campaign's lines, or an endless variety: start again
+            known[line] = found
+        encoded.append(found)
+    return b"".join(encoded)[:-2]  # the last line's CRLF was added for the encoder, not part of the text
+
+
+_QP_LINES: dict[str, bytes] = {}
+_QP_LINES_KEPT = 4096  # distinct lines remembered; about 1 MB for lines of typical HTML
 
 
 def _encoded_words(text: str) -> str:

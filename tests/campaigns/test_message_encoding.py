@@ -1,0 +1,64 @@
+"""Quoted-printable line by line (with the per-process cache of lines) is the whole text's encoding."""
+
+from __future__ import annotations
+
+import binascii
+import quopri
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from zgoda.campaigns import message
+
+
+def _whole(text: str) -> bytes:
+    """The whole text encoded at once, as before the line cache.
+
+    One difference is intended: a text with no line break at all used to get bare-LF soft breaks
+    (``b2a_qp`` picks CRLF only when it sees one), which the signer and the transport then turned into
+    CRLF; line by line every soft break is CRLF from the start.
+    """
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if "\n" not in text:
+        return binascii.b2a_qp((text + "\r\n").encode("utf-8"), istext=True)[:-2]
+    return binascii.b2a_qp(text.replace("\n", "\r\n").encode("utf-8"), istext=True)
+
+
+# what quoted-printable treats specially: spaces and tabs (at line ends), "=", line breaks of each kind,
+# long lines (soft breaks at 76), characters beyond ASCII (several octets each), control characters
+ALPHABET = st.sampled_from(
+    [" ", "\t", "\n", "\r", "\r\n", "=", ".", "a", "Z", "0", "ą", "€", "😀", "\x00", "\x7f", "<p>"]
+)
+TEXTS = st.one_of(
+    st.lists(ALPHABET, max_size=300).map("".join),
+    st.tuples(st.text(max_size=200), st.integers(0, 3)).map(lambda pair: (pair[0] + " ") * pair[1]),
+    st.lists(st.text(alphabet="ab =\t", min_size=70, max_size=90), max_size=5).map("\n".join),
+)
+
+
+@settings(max_examples=400)
+@given(TEXTS)
+def test_line_by_line_is_the_whole_texts_encoding(text: str) -> None:
+    message._QP_LINES.clear()
+    first = message._quoted_printable(text)
+    again = message._quoted_printable(text)  # now every line from the cache
+    assert first == again == _whole(text)
+    assert quopri.decodestring(first).decode("utf-8") == text.replace("\r\n", "\n").replace("\r", "\n").replace(
+        "\n", "\r\n"
+    )
+
+
+def test_the_cache_is_bounded_and_still_right_after_it_is_cleared() -> None:
+    message._QP_LINES.clear()
+    lines = [f"line {number} = {'x' * (number % 90)} " for number in range(message._QP_LINES_KEPT + 10)]
+    text = "\n".join(lines)
+    assert message._quoted_printable(text) == _whole(text)
+    assert len(message._QP_LINES) <= message._QP_LINES_KEPT
+    assert message._quoted_printable(text) == _whole(text)
+
+
+def test_a_long_line_without_a_break_gets_crlf_soft_breaks() -> None:
+    encoded = message._quoted_printable("ż" * 100)
+    assert b"=\r\n" in encoded
+    assert b"\n" not in encoded.replace(b"\r\n", b"")
