@@ -5,6 +5,7 @@ from __future__ import annotations
 import binascii
 import quopri
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -49,13 +50,17 @@ def test_line_by_line_is_the_whole_texts_encoding(text: str) -> None:
     )
 
 
-def test_the_cache_is_bounded_and_still_right_after_it_is_cleared() -> None:
-    message._QP_LINES.clear()
-    lines = [f"line {number} = {'x' * (number % 90)} " for number in range(message._QP_LINES_KEPT + 10)]
+def test_the_cache_is_bounded_and_still_right_after_it_is_cleared(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(message, "_QP_LINES", message._LineCache(10_000))
+    lines = [f"line {number} = {'x' * (number % 90)} " for number in range(500)]
     text = "\n".join(lines)
     assert message._quoted_printable(text) == _whole(text)
-    assert len(message._QP_LINES) <= message._QP_LINES_KEPT
+    assert message._QP_LINES.size <= 10_000
+    assert message._QP_LINES.size == sum(len(k) + len(v) for k, v in message._QP_LINES.lines.items())
     assert message._quoted_printable(text) == _whole(text)
+    huge = "ż" * 20_000  # longer than the whole cache: encoded, never kept
+    assert message._quoted_printable(huge) == _whole(huge)
+    assert huge not in message._QP_LINES.lines
 
 
 def test_a_long_line_without_a_break_gets_crlf_soft_breaks() -> None:

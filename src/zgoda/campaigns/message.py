@@ -153,21 +153,43 @@ def _quoted_printable(text: str) -> bytes:
     """
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
-    known = _QP_LINES
+    cache = _QP_LINES
+    known = cache.lines
     encoded: list[bytes] = []
     for line in text.split("\n"):
         found = known.get(line)
         if found is None:
             found = binascii.b2a_qp((line + "\r\n").encode("utf-8"), istext=True)
-            if len(known) >= _QP_LINES_KEPT:
-                known.clear()  # a new campaign's lines, or an endless variety: start again
-            known[line] = found
+            cache.keep(line, found)
         encoded.append(found)
     return b"".join(encoded)[:-2]  # the last line's CRLF was added for the encoder, not part of the text
 
 
-_QP_LINES: dict[str, bytes] = {}
-_QP_LINES_KEPT = 4096  # distinct lines remembered; about 1 MB for lines of typical HTML
+class _LineCache:
+    """Encoded lines by line, at most ``limit`` characters and octets of both together: when a line
+    would go past it, everything is forgotten and counting starts again (a new campaign's lines, or
+    lines that never repeat, such as one long line of personalised HTML)."""
+
+    def __init__(self, limit: int) -> None:
+        self.lines: dict[str, bytes] = {}
+        self.size = 0
+        self.limit = limit
+
+    def keep(self, line: str, encoded: bytes) -> None:
+        size = len(line) + len(encoded)
+        if self.size + size > self.limit:
+            self.clear()
+            if size > self.limit:
+                return
+        self.lines[line] = encoded
+        self.size += size
+
+    def clear(self) -> None:
+        self.lines.clear()
+        self.size = 0
+
+
+_QP_LINES = _LineCache(4_000_000)  # per process; a few MB at most
 
 
 def _encoded_words(text: str) -> str:
