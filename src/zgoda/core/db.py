@@ -49,7 +49,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         """On SQLite, the text SQLAlchemy's processors would store, written by one C call per value
         (``isoformat``) instead of two Python steps (the ledger binds a few timestamps per event)."""
         general = super().bind_processor(dialect)
-        if getattr(self.impl_instance, "_storage_format", None) != _SQLITE_FORMAT:  # not SQLite's DATETIME as is
+        if not self._sqlites_own_format():
             return general
         assert general is not None
 
@@ -64,7 +64,7 @@ class UTCDateTime(TypeDecorator[datetime]):
     def result_processor(self, dialect: Dialect, coltype: object) -> Callable[[Any], Any] | None:
         """On SQLite, SQLAlchemy's own parsing (``datetime.fromisoformat``) and the time zone in one step."""
         general = super().result_processor(dialect, coltype)
-        if getattr(self.impl_instance, "_storage_format", None) != _SQLITE_FORMAT or self.impl_instance._reg:  # type: ignore[attr-defined]
+        if not self._sqlites_own_format():
             return general
         assert general is not None
         parse = datetime.fromisoformat
@@ -75,6 +75,12 @@ class UTCDateTime(TypeDecorator[datetime]):
             return general(value)
 
         return process
+
+    def _sqlites_own_format(self) -> bool:
+        """Whether this is SQLite's DATETIME (the dialect's copy of this type) with its default storage
+        format and parsing, which the fast processors above reproduce; anything else keeps SQLAlchemy's."""
+        impl = self.impl_instance
+        return getattr(impl, "_storage_format", None) == _SQLITE_FORMAT and not getattr(impl, "_reg", None)
 
 
 _SQLITE_FORMAT = "%(year)04d-%(month)02d-%(day)02d %(hour)02d:%(minute)02d:%(second)02d.%(microsecond)06d"
