@@ -12,7 +12,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from zgoda.core.chain import ChainedEntry
 from zgoda.core.clock import utcnow
 from zgoda.core.db import Base
-from zgoda.core.tenancy import TenantMixin
+from zgoda.core.tenancy import TenantMixin, same_workspace_key, workspace_key_index
 
 
 class SourceKind(StrEnum):
@@ -108,7 +108,10 @@ class Purpose(TenantMixin, Base):
     """A consent type, bound to one channel (PKE 2024 art. 398 wants one consent per channel)."""
 
     __tablename__ = "purposes"
-    __table_args__ = (UniqueConstraint("workspace_id", "key"),)
+    __table_args__ = (
+        UniqueConstraint("workspace_id", "key"),
+        workspace_key_index("purposes"),  # the ledger's events and states name a purpose of their workspace
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     key: Mapped[str] = mapped_column(String(64))
@@ -173,16 +176,20 @@ class ConsentEvent(TenantMixin, ChainedEntry, Base):
         # not occurred_at too: a pair has a handful of events, sorted or filtered in no time, and every
         # batch writes this index at random places (on SQLite the 26-byte timestamp tripled its pages)
         Index("ix_consent_events_contact_purpose", "contact_id", "purpose_id"),
+        same_workspace_key("contact_id", "contacts"),
+        same_workspace_key("purpose_id", "purposes"),
     )
     workspace_index: ClassVar[bool] = False  # uq (workspace_id, seq) starts with it
+    # the contact's key (contact_id, workspace_id) proves the workspace exists: one check an event fewer
+    workspace_foreign_key: ClassVar[bool] = False
     chain_name: ClassVar[str] = "ledger"
     chain_lock_id: ClassVar[int] = 3
     chain_fields: ClassVar[tuple[str, ...]] = LEDGER_FIELDS
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="RESTRICT"))
+    contact_id: Mapped[int] = mapped_column()
     contact_ref: Mapped[str] = mapped_column(String(32))
-    purpose_id: Mapped[int] = mapped_column(ForeignKey("purposes.id", ondelete="RESTRICT"))
+    purpose_id: Mapped[int] = mapped_column()
     event_type: Mapped[str] = mapped_column(String(16))
     requires_confirmation: Mapped[bool] = mapped_column(Boolean, default=False)
     legal_basis: Mapped[str] = mapped_column(String(24))
@@ -224,12 +231,15 @@ class ConsentState(TenantMixin, Base):
     __table_args__ = (
         UniqueConstraint("contact_id", "purpose_id"),
         Index("ix_consent_states_purpose_status", "workspace_id", "purpose_id", "status"),
+        same_workspace_key("contact_id", "contacts"),
+        same_workspace_key("purpose_id", "purposes"),
     )
     workspace_index: ClassVar[bool] = False  # ix_consent_states_purpose_status starts with it
+    workspace_foreign_key: ClassVar[bool] = False  # implied by the contact's key, as on the events
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="RESTRICT"))
-    purpose_id: Mapped[int] = mapped_column(ForeignKey("purposes.id", ondelete="RESTRICT"))
+    contact_id: Mapped[int] = mapped_column()
+    purpose_id: Mapped[int] = mapped_column()
     status: Mapped[str] = mapped_column(String(16))
     legal_basis: Mapped[str] = mapped_column(String(24))
     event_id: Mapped[int] = mapped_column(ForeignKey("consent_events.id", ondelete="RESTRICT"))

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Mapped, Session, UOWTransaction, mapped_column, relat
 from zgoda.core.clock import utcnow
 from zgoda.core.db import Base
 from zgoda.core.keys import address_hasher
-from zgoda.core.tenancy import TenantMixin
+from zgoda.core.tenancy import TenantMixin, workspace_key_index
 
 
 class Contact(TenantMixin, Base):
@@ -26,6 +26,7 @@ class Contact(TenantMixin, Base):
         UniqueConstraint("workspace_id", "email"),
         Index("ix_contacts_workspace_phone", "workspace_id", "phone"),
         Index("ix_contacts_email_hash", "email_hash"),
+        workspace_key_index("contacts"),  # the ledger's events and states name a contact of their workspace
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

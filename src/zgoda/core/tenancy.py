@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar, cast
 
-from sqlalchemy import ForeignKey, Table, event
+from sqlalchemy import ForeignKey, ForeignKeyConstraint, Index, Table, event
 from sqlalchemy.orm import (
     Mapped,
     ORMExecuteState,
@@ -35,14 +35,32 @@ class TenantMixin:
     """Marks a model as tenant data: it belongs to exactly one workspace.
 
     ``workspace_id`` gets an index of its own unless the model sets ``workspace_index = False`` (when
-    another index already starts with ``workspace_id``, or no query looks rows up by workspace alone).
+    another index already starts with ``workspace_id``, or no query looks rows up by workspace alone),
+    and a foreign key to ``workspaces`` unless the model sets ``workspace_foreign_key = False``: only
+    where a composite foreign key with ``workspace_id`` in it (see :func:`same_workspace_key`) already
+    proves the workspace exists.
     """
 
     workspace_index: ClassVar[bool] = True
+    workspace_foreign_key: ClassVar[bool] = True
 
     @declared_attr
     def workspace_id(cls) -> Mapped[int]:  # noqa: N805 - SQLAlchemy declared_attr takes the class
+        if not cls.workspace_foreign_key:
+            return mapped_column(index=cls.workspace_index)
         return mapped_column(ForeignKey("workspaces.id", ondelete="RESTRICT"), index=cls.workspace_index)
+
+
+def same_workspace_key(column: str, table: str) -> ForeignKeyConstraint:
+    """A foreign key on (``column``, ``workspace_id``) to ``table``'s (``id``, ``workspace_id``): the row
+    it names must exist *and belong to the same workspace*, which the database itself then enforces.
+    ``table`` needs a unique index on (id, workspace_id) (:func:`workspace_key_index`)."""
+    return ForeignKeyConstraint([column, "workspace_id"], [f"{table}.id", f"{table}.workspace_id"], ondelete="RESTRICT")
+
+
+def workspace_key_index(table: str) -> Index:
+    """The unique index on (id, workspace_id) that :func:`same_workspace_key` references."""
+    return Index(f"ix_{table}_id_workspace", "id", "workspace_id", unique=True)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,15 @@ def run_migrations_online() -> None:
     engine = make_engine(url)
     try:
         with engine.connect() as connection:
+            if connection.dialect.name == "sqlite":
+                # A migration that rebuilds a table (SQLite cannot add or drop a foreign key any other way)
+                # must not let SQLite check or rewrite the keys of the tables pointing at it while the copy
+                # replaces the original; the pragma works only outside a transaction, so it is set here,
+                # on this connection alone, before the first one. Such a migration checks its tables'
+                # keys itself (PRAGMA foreign_key_check) before it commits: as Django does on SQLite.
+                driver = connection.connection.driver_connection
+                assert driver is not None
+                driver.execute("PRAGMA foreign_keys=OFF")
             context.configure(
                 connection=connection,
                 target_metadata=target_metadata,
