@@ -5,6 +5,7 @@ from __future__ import annotations
 import email
 import email.policy
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -519,4 +520,60 @@ def test_renewing_leases_never_waits_for_a_row_the_group_commit_holds(fresh_data
         committer.rollback()
     assert renewed[locked_id] != later
     assert [renewed[c.send_id] for c in claimed[1:]] == [later, later]
+    db.engine.dispose()
+
+
+def test_a_kept_connection_lost_between_groups_is_replaced(
+    fresh_database_url: str, settings: Settings, sink: SmtpSink
+) -> None:
+    """PostgreSQL: the group commit's connection waits between groups in a transaction begun ahead (its
+    BEGIN sent early, answered while the next messages go out); when the server ends that session
+    meanwhile, the next group replaces the connection and every message still goes out exactly once."""
+    if not fresh_database_url.startswith("postgresql"):
+        pytest.skip("the BEGIN sent ahead is PostgreSQL's (SQLite begins in-process)")
+    from sqlalchemy import text
+
+    db = Database.from_url(fresh_database_url)
+    with db.transaction() as session:
+        setup = sending_setup(session, eligible=5)
+        campaign_id = setup.campaign.id
+        campaigns.send_campaign(session, campaign_id=campaign_id)
+    sending.prepare(db, campaign_id)
+    ended: list[int] = []
+
+    def end_the_waiting_session(sent: int) -> None:
+        if sent > 2:
+            return
+        with db.engine.connect() as admin:
+            waiting: list[int] = []
+            for _ in range(100):  # the BEGIN went out before this message's verdict: wait for the server's view
+                waiting = list(
+                    admin.execute(
+                        text(
+                            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND "
+                            "state = 'idle in transaction' AND query = 'BEGIN' AND pid <> pg_backend_pid()"
+                        )
+                    ).scalars()
+                )
+                admin.rollback()  # pg_stat_activity is read once per transaction
+                if waiting:
+                    break
+                time.sleep(0.05)
+            for pid in waiting:
+                admin.execute(text("SELECT pg_terminate_backend(:pid, 5000)"), {"pid": pid})
+            admin.commit()
+        ended.extend(waiting)
+
+    outcome = sending.run(db, campaign_id, settings, smtp=_smtp(sink), connections=1, on_sent=end_the_waiting_session)
+    assert len(ended) == 2, "after each of the first two messages, the kept connection waited with its BEGIN"
+    assert outcome.stopped == "done" and outcome.sent == 5
+    assert sink.received == 5
+    with db.transaction() as session:
+        statuses = dict(
+            session.execute(
+                text("SELECT status, count(*) FROM campaign_sends WHERE campaign_id = :c GROUP BY status"),
+                {"c": campaign_id},
+            ).all()
+        )
+    assert statuses == {"sent": 5, "refused": len(setup.refused)}
     db.engine.dispose()

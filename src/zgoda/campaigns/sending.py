@@ -1493,6 +1493,7 @@ class _SentRows:
         self._connection: Connection | None = None
         self._socket: socket.socket | None = None  # the kept connection's, to hold its COMMIT
         self._socket_of: Any = None
+        self._begun: Any = None  # PostgreSQL: the kept connection's libpq handle, a BEGIN sent ahead on it
 
     def _row(self, message: OutgoingMessage, now: Any) -> tuple[Any, ...]:
         return (
@@ -1516,6 +1517,7 @@ class _SentRows:
         if isinstance(bind, Connection):
             connection, transaction = bind, bind.begin_nested()
         else:
+            self._take_begin_sent_ahead()
             if self._connection is None or self._connection.closed or self._connection.invalidated:
                 self._connection = bind.connect()
                 if not self.sends_commit_first:
@@ -1543,7 +1545,45 @@ class _SentRows:
             if transaction.is_active:
                 transaction.rollback()
             raise
+        if self.sends_commit_first and connection is self._connection and not connection.invalidated:
+            self._send_begin_ahead(connection)
         return written
+
+    def _send_begin_ahead(self, connection: Connection) -> None:
+        """PostgreSQL: send the next group's BEGIN now and read its answer when that group is written.
+
+        psycopg sends BEGIN before a transaction's first statement and waits for it: one more round trip
+        in every group commit, which every connection's message waited for. Sent here, its answer comes
+        back while the connections write their next messages. Between groups the kept connection is then
+        idle in a transaction that has done nothing (no snapshot, no locks, no transaction id).
+        """
+        driver: Any = connection.connection.dbapi_connection
+        with driver.lock:
+            driver.pgconn.send_query(b"BEGIN")
+        self._begun = driver.pgconn
+
+    def _take_begin_sent_ahead(self) -> None:
+        """PostgreSQL: read the answer to the BEGIN sent ahead, if any; a connection that did not answer
+        it (the server went away, or ended the session meanwhile) is replaced before the group uses it."""
+        pgconn, self._begun = self._begun, None
+        if pgconn is None or self._connection is None:
+            return
+        began = False
+        with contextlib.suppress(psycopg.Error, OSError):
+            while True:
+                pgconn.consume_input()
+                if not pgconn.is_busy():
+                    break
+                wait_for_io([pgconn.socket], [], [])
+            began = True
+            while (result := pgconn.get_result()) is not None:
+                began = began and result.status == psycopg.pq.ExecStatus.COMMAND_OK
+            if began and wait_for_io([pgconn.socket], [], [], 0)[0]:  # more than the answer: the session ended
+                pgconn.consume_input()  # (its error and end of stream leave the connection bad, or raise)
+        pq = psycopg.pq
+        if not began or pgconn.status != pq.ConnStatus.OK or pgconn.transaction_status != pq.TransactionStatus.INTRANS:
+            self._connection.invalidate()
+            self._connection = None
 
     def _mark_group(self, connection: Connection, messages: list[OutgoingMessage], now: Any) -> _Written:
         """PostgreSQL: one UPDATE for the group, which returns the refs of the rows it marked."""
@@ -1678,6 +1718,7 @@ class _SentRows:
 
     def close(self) -> None:
         self._close_socket()
+        self._take_begin_sent_ahead()  # its answer read: the pool then rolls the empty transaction back
         if self._connection is not None:
             if not self.sends_commit_first and not self._connection.invalidated:
                 with contextlib.suppress(Exception):  # back to the pool as every other connection is
