@@ -488,6 +488,7 @@ PHASES: list[tuple[Any, str, str]] = [
     (sending._SentRows, "_mark_group", "  PostgreSQL: its UPDATE"),
     (sending._SentRows, "_mark_rows", "  SQLite: its UPDATEs"),
     (sending._SentRows, "_commit_with_dots", "  PostgreSQL: COMMIT with the dots"),
+    (sending._SentRows, "settle", "PostgreSQL: the last group's answers read"),
     (sending._SentRows, "_dots_then_commit", "  SQLite: dots held, COMMIT, dots kept"),
     (sending._Pipeline, "_build", "building a message (render, compose, sign)"),
     (sending, "_claim_and_decide", "claiming a batch and asking the gate"),

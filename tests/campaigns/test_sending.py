@@ -551,7 +551,7 @@ def test_a_kept_connection_lost_between_groups_is_replaced(
                     admin.execute(
                         text(
                             "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND "
-                            "state = 'idle in transaction' AND query = 'BEGIN' AND pid <> pg_backend_pid()"
+                            "state = 'idle in transaction' AND query LIKE '%BEGIN' AND pid <> pg_backend_pid()"
                         )
                     ).scalars()
                 )

@@ -1094,7 +1094,10 @@ class _Pipeline:
         self._after(channel, channel.start(message.mail_from, message.rcpt_to, message.data))
 
     def _after(self, channel: SmtpChannel, steps: list[Step]) -> None:
-        """Act on what happened to the channel's messages, in order."""
+        """Act on what happened to the channel's messages, in order (a verdict only once the commit of its
+        message's row is confirmed)."""
+        if any(isinstance(step, Verdict) for step in steps):
+            self.committer.settle()
         for step in steps:
             if isinstance(step, Verdict) and channel.awaiting is not None:  # the message behind the current one
                 self._verdict(channel.awaiting[1], step)
@@ -1388,6 +1391,11 @@ class _GroupCommit:
                     values["decided_at"] = now
                 session.execute(statement.values(**values), execution_options={"synchronize_session": False})
 
+    def settle(self) -> None:
+        """Read what the last group's commit left unread (see ``_SentRows.settle``; never on a database
+        whose sessions share one connection, so no turn is taken)."""
+        self._sent_rows.settle()
+
     def close(self) -> None:
         self._sent_rows.close()
 
@@ -1444,6 +1452,25 @@ class _Dots:
             connection.abandon()
 
 
+def _read_what_arrived(pgconn: Any) -> None:
+    """Read whatever a PostgreSQL connection has received without asking (libpq reads a server's
+    "terminating connection" error in one call and notices the end of the stream only in the next, which
+    then raises ``psycopg.OperationalError``). Nothing arrived: no system call but one poll."""
+    for _ in range(3):
+        if not wait_for_io([pgconn.socket], [], [], 0)[0]:
+            return
+        pgconn.consume_input()
+
+
+@dataclass
+class _Owed:
+    """Answers a kept PostgreSQL connection has not read yet: a BEGIN alone (``rows`` None), or a group's
+    ``COMMIT; BEGIN`` with the rows it marked sent (marked again should the COMMIT turn out to have failed)."""
+
+    pgconn: Any
+    rows: list[tuple[Any, ...]] | None
+
+
 class _SentRows:
     """Marks rows sent through one connection kept for the run: the group commit's hot path.
 
@@ -1493,7 +1520,7 @@ class _SentRows:
         self._connection: Connection | None = None
         self._socket: socket.socket | None = None  # the kept connection's, to hold its COMMIT
         self._socket_of: Any = None
-        self._begun: Any = None  # PostgreSQL: the kept connection's libpq handle, a BEGIN sent ahead on it
+        self._owed: _Owed | None = None  # PostgreSQL: answers the kept connection has not read yet
 
     def _row(self, message: OutgoingMessage, now: Any) -> tuple[Any, ...]:
         return (
@@ -1513,81 +1540,137 @@ class _SentRows:
         now = self.to_database(utcnow())
         rows = [self._row(m, now) for m in messages]
         bind = self.database.bind
+        if self.sends_commit_first and not isinstance(bind, Connection):
+            return self._write_kept(messages, rows, now, dots)
         transaction: Transaction
         if isinstance(bind, Connection):
             connection, transaction = bind, bind.begin_nested()
         else:
-            self._take_begin_sent_ahead()
             if self._connection is None or self._connection.closed or self._connection.invalidated:
                 self._connection = bind.connect()
-                if not self.sends_commit_first:
-                    # SQLite checkpoints its log inside the COMMIT that fills it, after the commit is durable and
-                    # before this thread could keep its dots: a process killed during that copy left rows sent
-                    # without dots. This connection never checkpoints; the others (claims, refusals) still do.
-                    self._sqlite_pragma("wal_autocheckpoint=0")
+                # SQLite checkpoints its log inside the COMMIT that fills it, after the commit is durable and
+                # before this thread could keep its dots: a process killed during that copy left rows sent
+                # without dots. This connection never checkpoints; the others (claims, refusals) still do.
+                self._sqlite_pragma("wal_autocheckpoint=0")
             connection = self._connection
             transaction = connection.begin()
         try:
             with _THREAD_SWITCHES.held():
                 if self.sends_commit_first:
-                    written = self._mark_group(connection, messages, now)
+                    written = self._mark_group(connection.connection.dbapi_connection, messages, now)
                 else:
                     written = self._mark_rows(connection, messages, rows)
                 with self.quiet.critical():
-                    if self.sends_commit_first and not isinstance(bind, Connection):
-                        self._commit_with_dots(connection, rows, written, dots)
-                    else:
-                        own = None if isinstance(bind, Connection) else connection.connection.dbapi_connection
-                        self._dots_then_commit(transaction, written, dots, own_connection=own)
+                    own = None if isinstance(bind, Connection) else connection.connection.dbapi_connection
+                    self._dots_then_commit(transaction, written, dots, own_connection=own)
             if transaction.is_active:
-                transaction.commit()  # the driver's transaction is already over: this only closes ours
+                transaction.commit()
         except BaseException:
             if transaction.is_active:
                 transaction.rollback()
             raise
-        if self.sends_commit_first and connection is self._connection and not connection.invalidated:
-            self._send_begin_ahead(connection)
         return written
 
-    def _send_begin_ahead(self, connection: Connection) -> None:
-        """PostgreSQL: send the next group's BEGIN now and read its answer when that group is written.
+    def _write_kept(
+        self, messages: list[OutgoingMessage], rows: list[tuple[Any, ...]], now: Any, dots: _Dots
+    ) -> _Written:
+        """PostgreSQL, on the connection kept for the run: the group's UPDATE in the transaction begun ahead,
+        then ``COMMIT; BEGIN`` with the dots; the answers are read later (:meth:`settle`).
 
-        psycopg sends BEGIN before a transaction's first statement and waits for it: one more round trip
-        in every group commit, which every connection's message waited for. Sent here, its answer comes
-        back while the connections write their next messages. Between groups the kept connection is then
-        idle in a transaction that has done nothing (no snapshot, no locks, no transaction id).
+        The transaction is driven on the driver itself, not through SQLAlchemy's: psycopg would send a
+        BEGIN before the UPDATE and wait for it, and would not let the COMMIT's answer wait. Both were
+        round trips every connection's message waited for (docs/benchmarks.md, sending, seventh round).
         """
-        driver: Any = connection.connection.dbapi_connection
-        with driver.lock:
-            driver.pgconn.send_query(b"BEGIN")
-        self._begun = driver.pgconn
+        self.settle()
+        driver = self._kept_driver()
+        try:
+            with _THREAD_SWITCHES.held():
+                written = self._mark_group(driver, messages, now)
+                with self.quiet.critical():
+                    self._commit_with_dots(driver, rows, written, dots)
+        except BaseException:
+            self._discard_connection()  # its transaction is rolled back with it: nothing was committed
+            raise
+        return written
 
-    def _take_begin_sent_ahead(self) -> None:
-        """PostgreSQL: read the answer to the BEGIN sent ahead, if any; a connection that did not answer
-        it (the server went away, or ended the session meanwhile) is replaced before the group uses it."""
-        pgconn, self._begun = self._begun, None
-        if pgconn is None or self._connection is None:
+    def _kept_driver(self) -> Any:
+        """The kept connection's driver, in a transaction that has done nothing yet (a new connection
+        begins one here, and waits for it; afterwards each COMMIT begins the next). A connection that
+        has anything to say between groups has been ended by the server (a restart,
+        ``idle_in_transaction_session_timeout``, ``pg_terminate_backend``): it is replaced."""
+        if self._connection is not None and not self._connection.invalidated and not self._connection.closed:
+            pgconn = self._connection.connection.dbapi_connection.pgconn  # type: ignore[union-attr]
+            pq = psycopg.pq
+            try:
+                _read_what_arrived(pgconn)
+                alive = pgconn.status == pq.ConnStatus.OK and pgconn.transaction_status == pq.TransactionStatus.INTRANS
+            except (psycopg.Error, OSError):
+                alive = False
+            if not alive:
+                self._discard_connection()
+        if self._connection is None or self._connection.closed or self._connection.invalidated:
+            self._connection = self.database.engine.connect()
+            driver: Any = self._connection.connection.dbapi_connection
+            with driver.lock:
+                driver.pgconn.send_query(b"BEGIN")
+            self._owed = _Owed(driver.pgconn, rows=None)
+            self.settle()
+            if self._connection is None:
+                raise psycopg.OperationalError("a new database connection could not begin a transaction")
+        return self._connection.connection.dbapi_connection
+
+    def settle(self) -> None:
+        """PostgreSQL: read the answers the last group left unread (its COMMIT, and the BEGIN after it).
+
+        A COMMIT that failed leaves rows whose dots went out: they are marked sent again on a new
+        connection (as they are when the COMMIT's answer is read at once). A connection that did not
+        answer, or whose session the server ended meanwhile, is replaced before the next group uses it.
+        Called before the next group, before any verdict is acted on, and when the run closes.
+        """
+        owed, self._owed = self._owed, None
+        if owed is None:
             return
-        began = False
-        with contextlib.suppress(psycopg.Error, OSError):
+        pgconn, pq = owed.pgconn, psycopg.pq
+        statuses: list[Any] = []
+        failure: str | None = None
+        try:
             while True:
                 pgconn.consume_input()
                 if not pgconn.is_busy():
                     break
                 wait_for_io([pgconn.socket], [], [])
-            began = True
             while (result := pgconn.get_result()) is not None:
-                began = began and result.status == psycopg.pq.ExecStatus.COMMAND_OK
-            if began and wait_for_io([pgconn.socket], [], [], 0)[0]:  # more than the answer: the session ended
-                pgconn.consume_input()  # (its error and end of stream leave the connection bad, or raise)
-        pq = psycopg.pq
-        if not began or pgconn.status != pq.ConnStatus.OK or pgconn.transaction_status != pq.TransactionStatus.INTRANS:
+                statuses.append(result.status)
+                if result.status != pq.ExecStatus.COMMAND_OK and failure is None:
+                    failure = result.get_error_message() or str(result.status)
+            _read_what_arrived(pgconn)  # more than the answers: the session ended
+        except (psycopg.Error, OSError) as error:
+            failure = failure or str(error)
+        expected = 1 if owed.rows is None else 2  # BEGIN; or COMMIT then BEGIN
+        healthy = (
+            statuses == [pq.ExecStatus.COMMAND_OK] * expected
+            and pgconn.status == pq.ConnStatus.OK
+            and pgconn.transaction_status == pq.TransactionStatus.INTRANS
+        )
+        if not healthy:
+            self._discard_connection()
+        committed = bool(statuses) and statuses[0] == pq.ExecStatus.COMMAND_OK
+        if owed.rows and not committed:
+            log.error("COMMIT failed after the final dots were written (%s): marking the rows sent again", failure)
+            with self.database.engine.begin() as again:
+                again.exec_driver_sql(self.sql, owed.rows)
+
+    def _discard_connection(self) -> None:
+        """Give up the kept connection (its transaction, if any, ends with it) and its socket handle."""
+        self._owed = None
+        self._close_socket()
+        if self._connection is not None:
             self._connection.invalidate()
             self._connection = None
 
-    def _mark_group(self, connection: Connection, messages: list[OutgoingMessage], now: Any) -> _Written:
-        """PostgreSQL: one UPDATE for the group, which returns the refs of the rows it marked."""
-        driver: Any = connection.connection.dbapi_connection
+    def _mark_group(self, driver: Any, messages: list[OutgoingMessage], now: Any) -> _Written:
+        """PostgreSQL: one UPDATE for the group, which returns the refs of the rows it marked (on the driver's
+        connection ``driver``, in the transaction under way)."""
         parameters = (
             now,
             now,
@@ -1602,7 +1685,9 @@ class _SentRows:
             marked = frozenset(ref for (ref,) in cursor.fetchall())
         stopped = False
         if len(marked) < len(messages):  # taken over by another worker, or the campaign stopped
-            status = connection.exec_driver_sql(self.status_sql, (self.campaign_id,)).scalar()
+            with driver.cursor() as cursor:
+                cursor.execute(self.status_sql, (self.campaign_id,))
+                (status,) = cursor.fetchone()
             stopped = status != CampaignStatus.SENDING.value
         return _Written(owned=marked, campaign_stopped=stopped)
 
@@ -1646,57 +1731,35 @@ class _SentRows:
         dots.keep_if_killed()  # the commit is durable: the dots now go out whatever happens
         dots.release()
 
-    def _commit_with_dots(
-        self, connection: Connection, rows: list[tuple[Any, ...]], written: _Written, dots: _Dots
-    ) -> None:
+    def _commit_with_dots(self, driver: Any, rows: list[tuple[Any, ...]], written: _Written, dots: _Dots) -> None:
         """PostgreSQL: the COMMIT and the final dots leave this process as one, whenever it is killed.
 
         Both are written held in the kernel (core/tcp_hold.py): first the COMMIT, on a socket that drops
         it if the process dies now, then the dots, which a dying process's close would still send.
         One system call, ``keep_if_killed``, then makes the COMMIT go out with them either way: a
         process killed before it delivers nothing and commits nothing, one killed after it both. Only
-        then do they go out, and COMMIT's answer is read. (Without holding, the COMMIT woke the
-        server, which could take the CPU before the dots were written: a process killed then left
-        rows sent without their dots, in about one kill in 40.) Should the COMMIT fail after all (the
-        server went away), the messages have gone: their rows are marked sent again on a new connection.
+        then do they go out. (Without holding, the COMMIT woke the server, which could take the CPU
+        before the dots were written: a process killed then left rows sent without their dots, in
+        about one kill in 40.) The COMMIT goes as ``COMMIT; BEGIN``, which also opens the next group's
+        transaction, and its answers are read later (:meth:`settle`): meanwhile the connections whose
+        dots went out take their next messages. Should the COMMIT fail after all (the server went
+        away), the messages have gone: :meth:`settle` marks their rows sent again on a new connection.
         """
-        driver = connection.connection.dbapi_connection
-        pgconn = driver.pgconn  # type: ignore[union-attr]
-        with driver.lock:  # type: ignore[union-attr]
+        pgconn = driver.pgconn
+        with driver.lock:
             pg_socket = self._socket_for(pgconn)
             holding = pg_socket is not None and tcp_hold.hold(pg_socket, drop_if_killed=True)
             try:
                 if holding:
                     dots.hold(written.owned)  # before the COMMIT, so that only the dots' sends follow it
-                pgconn.send_query(b"COMMIT")  # blocking mode: in the kernel (held) when this returns
+                pgconn.send_query(b"COMMIT; BEGIN")  # blocking mode: in the kernel (held) when this returns
                 dots.write(written.owned, held=holding)
             finally:
                 if pg_socket is not None and holding:
                     tcp_hold.keep_if_killed(pg_socket)  # the moment both are sent
                     tcp_hold.release(pg_socket)
                 dots.release()
-            failure: Exception | None = None
-            try:
-                while True:
-                    wait_for_io([pgconn.socket], [], [])
-                    pgconn.consume_input()
-                    if not pgconn.is_busy():
-                        break
-                while (result := pgconn.get_result()) is not None:
-                    if result.status != psycopg.pq.ExecStatus.COMMAND_OK:
-                        failure = psycopg.OperationalError(result.get_error_message() or "COMMIT failed")
-            except psycopg.Error as error:
-                failure = error
-        if failure is None:
-            return
-        log.error("COMMIT failed after the final dots were written (%s): marking the rows sent again", failure)
-        connection.invalidate()
-        self._connection = None
-        with self.database.engine.begin() as again:
-            again.exec_driver_sql(
-                self.sql,
-                [row for row in rows if row[1] in written.owned],  # row[1]: the ref
-            )
+        self._owed = _Owed(pgconn, rows=[row for row in rows if row[1] in written.owned])  # row[1]: the ref
 
     def _sqlite_pragma(self, pragma: str) -> None:
         """On the kept connection's driver itself: through SQLAlchemy it would begin a transaction."""
@@ -1717,8 +1780,8 @@ class _SentRows:
         self._socket, self._socket_of = None, None
 
     def close(self) -> None:
+        self.settle()  # the last COMMIT confirmed (or its rows marked again); the next transaction is empty
         self._close_socket()
-        self._take_begin_sent_ahead()  # its answer read: the pool then rolls the empty transaction back
         if self._connection is not None:
             if not self.sends_commit_first and not self._connection.invalidated:
                 with contextlib.suppress(Exception):  # back to the pool as every other connection is
