@@ -1452,6 +1452,13 @@ class _Dots:
             connection.abandon()
 
 
+def _flush(pgconn: Any) -> None:
+    """Hand everything libpq has buffered for the server to the kernel (psycopg makes every connection
+    non-blocking, so ``send_query`` may return with part of the query still in libpq's buffer)."""
+    while pgconn.flush():
+        wait_for_io([], [pgconn.socket], [])
+
+
 def _read_what_arrived(pgconn: Any) -> None:
     """Read whatever a PostgreSQL connection has received without asking (libpq reads a server's
     "terminating connection" error in one call and notices the end of the stream only in the next, which
@@ -1589,7 +1596,7 @@ class _SentRows:
                 with self.quiet.critical():
                     self._commit_with_dots(driver, rows, written, dots)
         except BaseException:
-            self._discard_connection()  # its transaction is rolled back with it: nothing was committed
+            self._discard_connection()  # reset: its transaction (and a COMMIT still held) dies with it
             raise
         return written
 
@@ -1613,6 +1620,7 @@ class _SentRows:
             driver: Any = self._connection.connection.dbapi_connection
             with driver.lock:
                 driver.pgconn.send_query(b"BEGIN")
+                _flush(driver.pgconn)
             self._owed = _Owed(driver.pgconn, rows=None)
             self.settle()
             if self._connection is None:
@@ -1632,6 +1640,7 @@ class _SentRows:
             return
         pgconn, pq = owed.pgconn, psycopg.pq
         statuses: list[Any] = []
+        commands: list[bytes | None] = []
         failure: str | None = None
         try:
             while True:
@@ -1641,6 +1650,7 @@ class _SentRows:
                 wait_for_io([pgconn.socket], [], [])
             while (result := pgconn.get_result()) is not None:
                 statuses.append(result.status)
+                commands.append(result.command_status)
                 if result.status != pq.ExecStatus.COMMAND_OK and failure is None:
                     failure = result.get_error_message() or str(result.status)
             _read_what_arrived(pgconn)  # more than the answers: the session ended
@@ -1654,11 +1664,17 @@ class _SentRows:
         )
         if not healthy:
             self._discard_connection()
-        committed = bool(statuses) and statuses[0] == pq.ExecStatus.COMMAND_OK
+        # a COMMIT of a transaction that had failed answers "ROLLBACK" (with success)
+        committed = bool(statuses) and statuses[0] == pq.ExecStatus.COMMAND_OK and commands[0] == b"COMMIT"
         if owed.rows and not committed:
             log.error("COMMIT failed after the final dots were written (%s): marking the rows sent again", failure)
-            with self.database.engine.begin() as again:
-                again.exec_driver_sql(self.sql, owed.rows)
+            try:
+                with self.database.engine.begin() as again:
+                    again.exec_driver_sql(self.sql, owed.rows)
+            except Exception:
+                send_ids = [row[5] for row in owed.rows]  # row[5]: the send's id (see _row)
+                log.critical("sends %s were delivered but could not be marked sent: they may be sent again", send_ids)
+                raise
 
     def _discard_connection(self) -> None:
         """Give up the kept connection (its transaction, if any, ends with it) and its socket handle."""
@@ -1749,16 +1765,23 @@ class _SentRows:
         with driver.lock:
             pg_socket = self._socket_for(pgconn)
             holding = pg_socket is not None and tcp_hold.hold(pg_socket, drop_if_killed=True)
+            written_out = False
             try:
                 if holding:
                     dots.hold(written.owned)  # before the COMMIT, so that only the dots' sends follow it
-                pgconn.send_query(b"COMMIT; BEGIN")  # blocking mode: in the kernel (held) when this returns
+                pgconn.send_query(b"COMMIT; BEGIN")
+                _flush(pgconn)  # psycopg's connections do not block: libpq may still have some of it
                 dots.write(written.owned, held=holding)
+                written_out = True
             finally:
-                if pg_socket is not None and holding:
-                    tcp_hold.keep_if_killed(pg_socket)  # the moment both are sent
-                    tcp_hold.release(pg_socket)
-                dots.release()
+                if written_out:
+                    if pg_socket is not None and holding:
+                        tcp_hold.keep_if_killed(pg_socket)  # the moment both are sent
+                        tcp_hold.release(pg_socket)
+                    dots.release()
+                else:  # nothing may go out: the held dots are dropped with their connections, the held
+                    dots.abandon()  # COMMIT with the database connection (reset), which the caller discards
+                    dots.release()  # connections held for a dot never written
         self._owed = _Owed(pgconn, rows=[row for row in rows if row[1] in written.owned])  # row[1]: the ref
 
     def _sqlite_pragma(self, pragma: str) -> None:
@@ -1780,14 +1803,16 @@ class _SentRows:
         self._socket, self._socket_of = None, None
 
     def close(self) -> None:
-        self.settle()  # the last COMMIT confirmed (or its rows marked again); the next transaction is empty
-        self._close_socket()
-        if self._connection is not None:
-            if not self.sends_commit_first and not self._connection.invalidated:
-                with contextlib.suppress(Exception):  # back to the pool as every other connection is
-                    self._sqlite_pragma(f"wal_autocheckpoint={SQLITE_CHECKPOINT_PAGES}")
-            self._connection.close()
-            self._connection = None
+        try:
+            self.settle()  # the last COMMIT confirmed (or its rows marked again); the next transaction is empty
+        finally:
+            self._close_socket()
+            if self._connection is not None:
+                if not self.sends_commit_first and not self._connection.invalidated:
+                    with contextlib.suppress(Exception):  # back to the pool as every other connection is
+                        self._sqlite_pragma(f"wal_autocheckpoint={SQLITE_CHECKPOINT_PAGES}")
+                self._connection.close()
+                self._connection = None
 
 
 def _give_back(database: Database, send_ids: list[int], worker: str, workspace_id: int) -> None:
