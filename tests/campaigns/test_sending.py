@@ -577,3 +577,40 @@ def test_a_kept_connection_lost_between_groups_is_replaced(
         )
     assert statuses == {"sent": 5, "refused": len(setup.refused)}
     db.engine.dispose()
+
+
+def test_a_server_timeout_for_idle_transactions_only_costs_reconnects(
+    fresh_database_url: str, settings: Settings, sink: SmtpSink
+) -> None:
+    """PostgreSQL: with ``idle_in_transaction_session_timeout`` shorter than the gaps between groups (a slow
+    rate), the server ends the kept connection's session between groups; every group then takes a new
+    one, and every message still goes out exactly once."""
+    if not fresh_database_url.startswith("postgresql"):
+        pytest.skip("idle_in_transaction_session_timeout is PostgreSQL's")
+    from sqlalchemy import text
+
+    db = Database.from_url(fresh_database_url)
+    with db.engine.connect() as admin:
+        name = admin.execute(text("SELECT current_database()")).scalar_one()
+        admin.execute(text(f'ALTER DATABASE "{name}" SET idle_in_transaction_session_timeout = 50'))
+        admin.commit()
+    db.engine.dispose()  # new connections take the setting
+    with db.transaction() as session:
+        setup = sending_setup(session, eligible=4)
+        campaign_id = setup.campaign.id
+        setup.workspace.settings = {**(setup.workspace.settings or {}), "sending": {"rate_per_second": 5}}
+        campaigns.send_campaign(session, campaign_id=campaign_id)
+    sending.prepare(db, campaign_id)
+
+    outcome = sending.run(db, campaign_id, settings, smtp=_smtp(sink), connections=1)
+    assert outcome.stopped == "done" and outcome.sent == 4
+    assert sink.received == 4
+    with db.transaction() as session:
+        statuses = dict(
+            session.execute(
+                text("SELECT status, count(*) FROM campaign_sends WHERE campaign_id = :c GROUP BY status"),
+                {"c": campaign_id},
+            ).all()
+        )
+    assert statuses == {"sent": 4, "refused": len(setup.refused)}
+    db.engine.dispose()
