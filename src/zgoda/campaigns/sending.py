@@ -1570,7 +1570,7 @@ class _SentRows:
                 with self.quiet.critical():
                     own = None if isinstance(bind, Connection) else connection.connection.dbapi_connection
                     self._dots_then_commit(transaction, written, dots, own_connection=own)
-            if transaction.is_active:
+            if transaction.is_active:  # SQLite's own connection: the driver has committed; this closes ours
                 transaction.commit()
         except BaseException:
             if transaction.is_active:
