@@ -15,7 +15,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from tests.support.consent import record
-from tests.support.sending import SendingSetup, sending_setup
+from tests.support.sending import SendingSetup, send_status_counts, sending_setup
 from zgoda.campaigns import domains, sending
 from zgoda.campaigns import service as campaigns
 from zgoda.campaigns.models import CampaignStatus, Send, SendStatus
@@ -568,14 +568,7 @@ def test_a_kept_connection_lost_between_groups_is_replaced(
     assert len(ended) == 2, "after each of the first two messages, the kept connection waited with its BEGIN"
     assert outcome.stopped == "done" and outcome.sent == 5
     assert sink.received == 5
-    with db.transaction() as session:
-        statuses = dict(
-            session.execute(
-                text("SELECT status, count(*) FROM campaign_sends WHERE campaign_id = :c GROUP BY status"),
-                {"c": campaign_id},
-            ).all()
-        )
-    assert statuses == {"sent": 5, "refused": len(setup.refused)}
+    assert send_status_counts(db, campaign_id) == {"sent": 5, "refused": len(setup.refused)}
     db.engine.dispose()
 
 
@@ -605,12 +598,5 @@ def test_a_server_timeout_for_idle_transactions_only_costs_reconnects(
     outcome = sending.run(db, campaign_id, settings, smtp=_smtp(sink), connections=1)
     assert outcome.stopped == "done" and outcome.sent == 4
     assert sink.received == 4
-    with db.transaction() as session:
-        statuses = dict(
-            session.execute(
-                text("SELECT status, count(*) FROM campaign_sends WHERE campaign_id = :c GROUP BY status"),
-                {"c": campaign_id},
-            ).all()
-        )
-    assert statuses == {"sent": 4, "refused": len(setup.refused)}
+    assert send_status_counts(db, campaign_id) == {"sent": 4, "refused": len(setup.refused)}
     db.engine.dispose()

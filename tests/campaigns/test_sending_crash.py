@@ -15,9 +15,9 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
-from tests.support.sending import delivered_counts, sending_setup
+from tests.support.sending import delivered_counts, send_status_counts, sending_setup
 from zgoda.campaigns.models import Campaign, CampaignStatus, Send, SendStatus
 from zgoda.core.db import Database
 from zgoda.core.tenancy import Actor, bind_scope, unscoped
@@ -108,12 +108,7 @@ def test_killed_senders_deliver_every_message_exactly_once(fresh_database_url: s
         bind_scope(session, workspace_id=None, actor=Actor.system("test"))
         with unscoped(session):
             assert session.get(Campaign, campaign_id).status == CampaignStatus.SENT  # type: ignore[union-attr]
-            statuses = dict(
-                session.execute(
-                    select(Send.status, func.count()).where(Send.campaign_id == campaign_id).group_by(Send.status)
-                ).all()
-            )
-    assert statuses == {SendStatus.SENT: ELIGIBLE, SendStatus.REFUSED: 2}
+    assert send_status_counts(database, campaign_id) == {SendStatus.SENT: ELIGIBLE, SendStatus.REFUSED: 2}
     database.engine.dispose()
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from tests.support.consent import record
@@ -15,10 +16,12 @@ from zgoda.accounts import service as accounts
 from zgoda.accounts.models import Workspace
 from zgoda.audiences import service as audiences
 from zgoda.campaigns import service as campaigns
-from zgoda.campaigns.models import Campaign
+from zgoda.campaigns.models import Campaign, Send
 from zgoda.contacts import service as contacts
 from zgoda.contacts.models import Contact
 from zgoda.core.clock import utcnow
+from zgoda.core.db import Database
+from zgoda.core.tenancy import Actor, bind_scope, unscoped
 
 CONTROLLER = {
     "legal_name": "Kawiarnia Pod Zegarem sp. z o.o.",
@@ -85,3 +88,12 @@ def delivered_counts(maildir: Path) -> Counter[str]:
             if not line:
                 break
     return delivered
+
+
+def send_status_counts(database: Database, campaign_id: int) -> dict[str, int]:
+    """How many of a campaign's send rows are in each status, as committed (read in a transaction of its own)."""
+    with database.transaction() as session:
+        bind_scope(session, workspace_id=None, actor=Actor.system("test"))
+        with unscoped(session):
+            statement = select(Send.status, func.count()).where(Send.campaign_id == campaign_id).group_by(Send.status)
+            return dict(session.execute(statement).all())
