@@ -1632,7 +1632,7 @@ class _SentRows:
 
         A COMMIT that failed leaves rows whose dots went out: they are marked sent again on a new
         connection (as they are when the COMMIT's answer is read at once). A connection that did not
-        answer, or whose session the server ended meanwhile, is replaced before the next group uses it.
+        answer is replaced (one the server ended after answering is found by :meth:`_kept_driver`).
         Called before the next group, before any verdict is acted on, and when the run closes.
         """
         owed, self._owed = self._owed, None
@@ -1653,7 +1653,6 @@ class _SentRows:
                 commands.append(result.command_status)
                 if result.status != pq.ExecStatus.COMMAND_OK and failure is None:
                     failure = result.get_error_message() or str(result.status)
-            _read_what_arrived(pgconn)  # more than the answers: the session ended
         except (psycopg.Error, OSError) as error:
             failure = failure or str(error)
         expected = 1 if owed.rows is None else 2  # BEGIN; or COMMIT then BEGIN
