@@ -150,19 +150,25 @@ def _quoted_printable(text: str) -> bytes:
     restarts at every line break, so the lines' encodings joined are the whole text's encoding
     (tests/campaigns/test_message_encoding.py). Each line is encoded with its CRLF, so that
     ``b2a_qp`` writes CRLF soft breaks and escapes trailing white space exactly as in the whole text.
+    The last line ends the text, not a line, and is encoded as such (white space at the very end is
+    escaped where it stands, which may move the soft break before it); its soft breaks made CRLF.
     """
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
     cache = _QP_LINES
     known = cache.lines
     encoded: list[bytes] = []
-    for line in text.split("\n"):
+    lines = text.split("\n")
+    last = lines.pop()
+    for line in lines:
         found = known.get(line)
         if found is None:
             found = binascii.b2a_qp((line + "\r\n").encode("utf-8"), istext=True)
             cache.keep(line, found)
         encoded.append(found)
-    return b"".join(encoded)[:-2]  # the last line's CRLF was added for the encoder, not part of the text
+    # with no line break in its input b2a_qp breaks lines with a bare LF, and "\n" is nowhere else in its output
+    encoded.append(binascii.b2a_qp(last.encode("utf-8"), istext=True).replace(b"=\n", b"=\r\n"))
+    return b"".join(encoded)
 
 
 class _LineCache:
