@@ -602,3 +602,71 @@ def test_a_server_timeout_for_idle_transactions_only_costs_reconnects(
     assert sink.received == 3
     assert send_status_counts(db, campaign_id) == {"sent": 3, "refused": len(setup.refused)}
     db.engine.dispose()
+
+
+def test_rows_are_locked_while_their_messages_are_under_way(fresh_database_url: str) -> None:
+    """PostgreSQL: a message's row is locked (ours, the campaign sending) when it starts, so its group's
+    UPDATE can go with the COMMIT unanswered. A row another worker took over is found not ours (its message
+    gets no dot, the row stays theirs); a locked row cannot be taken over meanwhile; a campaign paused
+    before the lock marks nothing and says so."""
+    if not fresh_database_url.startswith("postgresql"):
+        pytest.skip("row locks ahead of the group: PostgreSQL's kept connections only")
+    from sqlalchemy import text
+    from sqlalchemy.exc import OperationalError
+
+    from zgoda.core.tenancy import Actor, bind_scope
+
+    db = Database.from_url(fresh_database_url)
+    with db.transaction() as session:
+        setup = sending_setup(session, eligible=4)
+        campaign_id = setup.campaign.id
+        campaigns.send_campaign(session, campaign_id=campaign_id)
+    sending.prepare(db, campaign_id)
+    with db.transaction() as session:
+        bind_scope(session, workspace_id=setup.workspace.id, actor=Actor.system("test"))
+        claimed = sending.claim(session, campaign_id, worker="w", size=4, lease=60)
+    first, taken, third, later = (c.send_id for c in claimed)
+    with db.engine.begin() as other:
+        other.execute(text("UPDATE campaign_sends SET claimed_by = 'other' WHERE id = :i"), {"i": taken})
+
+    def message(send_id: int) -> sending.OutgoingMessage:
+        return sending.OutgoingMessage(send_id, 0, f"ref{send_id}", "to@example.com", "from@example.com", b"", None)
+
+    rows = sending._SentRows(
+        db, worker="w", workspace_id=setup.workspace.id, campaign_id=campaign_id, quiet=sending._QuietGate()
+    )
+    try:
+        for send_id in (first, taken, third):
+            rows.want_lock(send_id)
+        assert rows.lock_state(first) is None, "nothing is known before the lock's answer"
+        deadline = time.monotonic() + 10
+        while rows.pump() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert (rows.lock_state(first), rows.lock_state(taken), rows.lock_state(third)) == (True, False, True)
+        assert not rows.campaign_stopped, "the campaign is sending: the row was taken over"
+
+        with db.engine.connect() as thief:  # a locked row cannot be taken over while its message is under way
+            thief.execute(text("SET lock_timeout = '200ms'"))
+            with pytest.raises(OperationalError, match="lock timeout"):
+                thief.execute(text("UPDATE campaign_sends SET claimed_by = 'other' WHERE id = :i"), {"i": first})
+            thief.rollback()
+
+        group = [message(first), message(taken), message(third)]
+        written = rows.write(group, dots=sending._Dots([]))
+        assert written.owned == {f"ref{first}", f"ref{third}"} and not written.campaign_stopped
+        rows.settle()
+        assert send_status_counts(db, campaign_id)["sent"] == 2
+        with db.engine.connect() as reader:
+            owner = reader.execute(text("SELECT claimed_by, status FROM campaign_sends WHERE id = :i"), {"i": taken})
+            assert owner.one() == ("other", "sending")
+
+        with db.engine.begin() as pausing:
+            pausing.execute(text("UPDATE campaigns SET status = 'paused' WHERE id = :i"), {"i": campaign_id})
+        rows.want_lock(later)
+        written = rows.write([message(later)], dots=sending._Dots([]))
+        assert written.owned == frozenset() and written.campaign_stopped
+        rows.settle()
+        assert send_status_counts(db, campaign_id)["sent"] == 2
+    finally:
+        rows.close()
+    db.engine.dispose()

@@ -39,6 +39,7 @@ from select import select as wait_for_io
 from typing import Any
 
 import psycopg
+from psycopg.adapt import PyFormat, Transformer
 from sqlalchemy import Integer, String, and_, bindparam, exists, func, insert, literal, or_, select, text, update
 from sqlalchemy.engine import Connection, Transaction
 from sqlalchemy.orm import Session
@@ -731,6 +732,13 @@ def _record_refusals(
 # how long a prepared message may wait for the messages other connections are about to prepare
 GROUP_WAIT_SECONDS = 0.002
 
+# the selector key of the kept PostgreSQL connections while they owe answers (see _Pipeline._pump)
+_DATABASE_ANSWER = object()
+
+# PostgreSQL connections the group commit keeps, taking groups in turn: a COMMIT is made durable (a disk
+# flush) on one while the next group's rows are locked on another (one: the next group waited for it)
+KEPT_CONNECTIONS = 2
+
 # one thread renders and signs ahead of the connections (two measured 3-7% slower: more GIL contention)
 BUILD_THREADS = 1
 
@@ -801,6 +809,7 @@ class _Pipeline:
         self._opening = 0
         self._channels = [SmtpChannel(SmtpConnection(smtp), self._selector) for _ in range(connections)]
         self._prepared: list[SmtpChannel] = []
+        self._database_sockets: list[int] = []  # registered while the kept connections owe answers
         self._prepared_since = 0.0  # when the first message of the next group was prepared
         self._builders = [
             threading.Thread(target=self._build_loop, name=f"zgoda-build-{number}", daemon=True)
@@ -982,8 +991,10 @@ class _Pipeline:
         closing = False
         while True:
             closing = closing or self._take_work()
+            self._pump()
             if self._commit_prepared():
                 closing = closing or self._take_work()  # the next envelopes right behind the dots
+                self._pump()
             if closing and self._opening == 0 and self._all_finished():
                 return
             for key, events in self._selector.select(self._timeout()):
@@ -991,6 +1002,8 @@ class _Pipeline:
                 if channel is None:
                     with contextlib.suppress(OSError):
                         self._wake_in.recv(4096)
+                    continue
+                if channel is _DATABASE_ANSWER:  # read by the next _pump()
                     continue
                 if events & selectors.EVENT_WRITE:
                     self._after(channel, channel.on_writable())
@@ -1008,6 +1021,19 @@ class _Pipeline:
                     break
                 self._opening -= 1
                 self._on_opened(channel, error)
+
+    def _pump(self) -> None:
+        """Move the kept database connection on (see ``_GroupCommit.pump``), watching its socket while an
+        answer is awaited."""
+        sockets = self.committer.pump()
+        if sockets == self._database_sockets:
+            return
+        for fileno in self._database_sockets:
+            with contextlib.suppress(KeyError, ValueError):
+                self._selector.unregister(fileno)
+        for fileno in sockets:
+            self._selector.register(fileno, selectors.EVENT_READ, _DATABASE_ANSWER)
+        self._database_sockets = sockets
 
     def _all_finished(self) -> bool:
         return all(channel.payload is None and channel.awaiting is None for channel in self._channels)
@@ -1044,7 +1070,7 @@ class _Pipeline:
         """How long the selector may wait: until the first reply overdue, the group's time to be written, or
         the pacer's next message."""
         deadline = min(channel.deadline for channel in self._channels)
-        if self._prepared:
+        if self._groupable():
             deadline = min(deadline, self._prepared_since + GROUP_WAIT_SECONDS)
         timeout = None if deadline == math.inf else max(0.0, deadline - time.monotonic())
         delay = self._pacer.delay()
@@ -1091,13 +1117,15 @@ class _Pipeline:
 
     def _begin(self, channel: SmtpChannel) -> None:
         message: OutgoingMessage = channel.payload[1]
+        self.committer.want_lock(message.send_id)
         self._after(channel, channel.start(message.mail_from, message.rcpt_to, message.data))
 
     def _after(self, channel: SmtpChannel, steps: list[Step]) -> None:
-        """Act on what happened to the channel's messages, in order (a verdict only once the commit of its
-        message's row is confirmed)."""
-        if any(isinstance(step, Verdict) for step in steps):
-            self.committer.settle()
+        """Act on what happened to the channel's messages, in order.
+
+        A verdict does not wait for the answer to its row's COMMIT (on PostgreSQL it is read whenever it
+        arrives, :meth:`_pump`): should that COMMIT have failed, the row is marked sent again (its dot went
+        out), and row updates a verdict asks for are written after that."""
         for step in steps:
             if isinstance(step, Verdict) and channel.awaiting is not None:  # the message behind the current one
                 self._verdict(channel.awaiting[1], step)
@@ -1142,6 +1170,7 @@ class _Pipeline:
         self._finished(channel)
 
     def _finished(self, channel: SmtpChannel) -> None:
+        self.committer.forget(channel.payload[0].send_id)
         channel.payload = None
         self._recipients.task_done()
 
@@ -1150,6 +1179,8 @@ class _Pipeline:
         enough. Fewer, larger groups: less database work a message, and fewer moments in doubt."""
         if not self._prepared:
             return self.committer.has_pending
+        if not self._groupable():  # the rows' locks are awaited
+            return False
         if time.monotonic() - self._prepared_since >= GROUP_WAIT_SECONDS:
             return True
         return not any(channel.phase in (Phase.ENVELOPE, Phase.BODY) for channel in self._channels)
@@ -1160,8 +1191,10 @@ class _Pipeline:
         True if any dot was written (a connection may take its next message right behind it)."""
         if not self._group_ready():
             return False
-        group = [channel for channel in self._prepared if channel.phase is Phase.PREPARED]
-        self._prepared = []
+        group = self._groupable()
+        self._prepared = [
+            channel for channel in self._prepared if channel.phase is Phase.PREPARED and channel not in group
+        ]
         if not group and not self.committer.has_pending:
             return False
         entries = [(channel, self.committer.hand_in(channel.payload[1], channel.connection)) for channel in group]
@@ -1189,6 +1222,15 @@ class _Pipeline:
             # otherwise another worker took the row over after our lease ran out
             self._finished(channel)
         return any(entry.owned for _, entry in entries)
+
+    def _groupable(self) -> list[SmtpChannel]:
+        """The prepared messages that can join a group: their rows' locks answered (where rows are locked)."""
+        lock_state = self.committer.lock_state
+        return [
+            channel
+            for channel in self._prepared
+            if channel.phase is Phase.PREPARED and lock_state(channel.payload[1].send_id) is not None
+        ]
 
     def _verdict(self, message: OutgoingMessage, verdict: Verdict) -> None:
         """The server's answer to a committed message's final dot."""
@@ -1367,9 +1409,14 @@ class _GroupCommit:
         cancelled campaign is cancelled.
         """
         updates = [entry for entry in group if entry.values is not None]
+        messages = [entry.message for entry in group if entry.message is not None]
+        if self.overlaps:  # rows may be locked by the kept connection's transaction: its COMMIT first
+            written = self._sent_rows.write(messages, dots=_Dots(group))
+            if updates:
+                self._write_updates(updates)
+            return written
         if updates:
             self._write_updates(updates)
-        messages = [entry.message for entry in group if entry.message is not None]
         if not messages:
             return _Written(owned=frozenset(), campaign_stopped=False)
         return self._sent_rows.write(messages, dots=_Dots(group))
@@ -1395,6 +1442,30 @@ class _GroupCommit:
         """Read what the last group's commit left unread (see ``_SentRows.settle``; never on a database
         whose sessions share one connection, so no turn is taken)."""
         self._sent_rows.settle()
+
+    @property
+    def overlaps(self) -> bool:
+        """Whether rows are locked while their messages are under way (PostgreSQL's connection kept for the
+        run): the kept connection then has answers to wait for between groups (:meth:`pump`)."""
+        return self._sent_rows.sends_commit_first and not isinstance(self.database.bind, Connection)
+
+    def want_lock(self, send_id: int) -> None:
+        """A message starts: its row is to be locked ahead of its group (where rows are locked)."""
+        if self.overlaps:
+            self._sent_rows.want_lock(send_id)
+
+    def forget(self, send_id: int) -> None:
+        """A message ends without a group: its row needs no lock."""
+        if self.overlaps:
+            self._sent_rows.forget(send_id)
+
+    def lock_state(self, send_id: int) -> bool | None:
+        """Whether the message can join a group: its row is locked (True) or known not ours (False)."""
+        return self._sent_rows.lock_state(send_id) if self.overlaps else True
+
+    def pump(self) -> list[int]:
+        """Move the kept connections on (see ``_SentRows.pump``): the sockets to watch for awaited answers."""
+        return self._sent_rows.pump() if self.overlaps else []
 
     def close(self) -> None:
         self._sent_rows.close()
@@ -1459,6 +1530,12 @@ def _flush(pgconn: Any) -> None:
         wait_for_io([], [pgconn.socket], [])
 
 
+def _answered(pgconn: Any) -> bool:
+    """Whether a PostgreSQL connection has every answer to what was sent (reading what arrived, not waiting)."""
+    pgconn.consume_input()
+    return not pgconn.is_busy()
+
+
 def _read_what_arrived(pgconn: Any) -> None:
     """Read whatever a PostgreSQL connection has received without asking (libpq reads a server's
     "terminating connection" error in one call and notices the end of the stream only in the next, which
@@ -1472,10 +1549,49 @@ def _read_what_arrived(pgconn: Any) -> None:
 @dataclass
 class _Owed:
     """Answers a kept PostgreSQL connection has not read yet: a BEGIN alone (``rows`` None), or a group's
-    ``COMMIT; BEGIN`` with the rows it marked sent (marked again should the COMMIT turn out to have failed)."""
+    ``UPDATE; COMMIT; BEGIN`` with the rows it marks sent (no UPDATE when none; marked again should the
+    COMMIT turn out to have failed)."""
 
     pgconn: Any
     rows: list[tuple[Any, ...]] | None
+
+    @property
+    def expected(self) -> list[bytes]:
+        """The command tags of the answers, in order, when all went well."""
+        if self.rows is None:
+            return [b"BEGIN"]
+        return ([f"UPDATE {len(self.rows)}".encode()] if self.rows else []) + [b"COMMIT", b"BEGIN"]
+
+
+@dataclass
+class _Kept:
+    """One of the PostgreSQL connections the group commit keeps for the run, and what it holds."""
+
+    connection: Connection | None = None
+    handle: socket.socket | None = None  # a handle on its socket, to hold its COMMIT (core/tcp_hold.py)
+    handle_of: Any = None  # the libpq connection ``handle`` is on
+    owed: _Owed | None = None  # answers it has not read yet
+    locking: list[int] | None = None  # the send ids of a lock whose answer is awaited
+    locked: set[int] = field(default_factory=set)  # the send ids whose rows its transaction holds
+    locks_taken: bool = False  # a lock was sent in its transaction under way
+    lock_prepared_on: Any = None  # the libpq connection the lock statement is prepared on
+
+    @property
+    def driver(self) -> Any:
+        assert self.connection is not None
+        return self.connection.connection.dbapi_connection
+
+    def socket_for(self, pgconn: Any) -> socket.socket | None:
+        """A handle on the connection's socket (made once per connection): None if it is not TCP."""
+        if self.handle_of is not pgconn:
+            self.close_socket()
+            self.handle, self.handle_of = tcp_hold.borrow_socket(pgconn.socket), pgconn
+        return self.handle
+
+    def close_socket(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
+        self.handle, self.handle_of = None, None
 
 
 class _SentRows:
@@ -1509,6 +1625,18 @@ class _SentRows:
             f"AND EXISTS (SELECT 1 FROM {campaigns} WHERE id = {campaign_id:d} AND status = '{sending}')"
         )
         self.owned_sql = f"SELECT ref FROM {table} WHERE ref = {mark}"
+        # rows whose dots went out are marked sent whatever became of the campaign meanwhile
+        self.remark_sql = self.sql.split(" AND EXISTS ")[0]
+        # PostgreSQL: the rows of messages under way locked in the kept connection's transaction (ours, and
+        # the campaign sending), so that the group's UPDATE can go with its COMMIT, unanswered.
+        self.table = table
+        self.lock_sql = (
+            f"SELECT s.id FROM {table} AS s WHERE s.id = ANY($1::bigint[]) AND s.workspace_id = $2 "
+            f"AND s.claimed_by = $3 AND s.status = '{SendStatus.SENDING.value}' "
+            f"AND EXISTS (SELECT 1 FROM {campaigns} WHERE id = {campaign_id:d} AND status = '{sending}') "
+            f"FOR UPDATE OF s"
+        ).encode()
+        self.lock_statement = f"zgoda_lock_sends_{campaign_id:d}".encode()
         # PostgreSQL: the whole group in one statement (arrays unnested), which names the rows it marked:
         # one plan and one execution instead of one per row (measured: the group's UPDATE was two thirds
         # of the group commit's time, and the group commit half of every connection's).
@@ -1524,10 +1652,14 @@ class _SentRows:
         processor = Send.__table__.c.sent_at.type.bind_processor(dialect)
         self.to_database: Callable[[datetime], Any] = processor or (lambda value: value)
         self.sends_commit_first = dialect.name == "postgresql"
-        self._connection: Connection | None = None
-        self._socket: socket.socket | None = None  # the kept connection's, to hold its COMMIT
-        self._socket_of: Any = None
-        self._owed: _Owed | None = None  # PostgreSQL: answers the kept connection has not read yet
+        self._connection: Connection | None = None  # SQLite: the connection kept for the run
+        # PostgreSQL: the connections kept for the run, taking groups in turn (one forms the next group
+        # while the last one's COMMIT is still being made durable on another)
+        self._kept = tuple(_Kept() for _ in range(KEPT_CONNECTIONS))
+        self._forming = 0  # which one: its transaction holds the locks of the messages under way
+        self._wanted: dict[int, None] = {}  # send ids whose rows are to be locked (an ordered set)
+        self._not_ours: set[int] = set()  # send ids whose rows a lock found not ours
+        self.campaign_stopped = False  # a lock found the campaign no longer sending
 
     def _row(self, message: OutgoingMessage, now: Any) -> tuple[Any, ...]:
         return (
@@ -1548,7 +1680,7 @@ class _SentRows:
         rows = [self._row(m, now) for m in messages]
         bind = self.database.bind
         if self.sends_commit_first and not isinstance(bind, Connection):
-            return self._write_kept(messages, rows, now, dots)
+            return self._write_kept(messages, now, dots)
         transaction: Transaction
         if isinstance(bind, Connection):
             connection, transaction = bind, bind.begin_nested()
@@ -1578,35 +1710,206 @@ class _SentRows:
             raise
         return written
 
-    def _write_kept(
-        self, messages: list[OutgoingMessage], rows: list[tuple[Any, ...]], now: Any, dots: _Dots
-    ) -> _Written:
-        """PostgreSQL, on the connection kept for the run: the group's UPDATE in the transaction begun ahead,
-        then ``COMMIT; BEGIN`` with the dots; the answers are read later (:meth:`settle`).
+    def _write_kept(self, messages: list[OutgoingMessage], now: Any, dots: _Dots) -> _Written:
+        """PostgreSQL, on the connection kept for the run: the group's rows were locked while their messages
+        were under way (:meth:`pump`), so their UPDATE cannot miss and goes with ``COMMIT; BEGIN`` and the
+        dots, its answers read later (:meth:`settle`). A message whose row was not ours (taken over by
+        another worker, or the campaign stopped) is not marked and gets no dot. With no message, the
+        locks taken are let go (a COMMIT alone), so that other row updates may follow.
 
-        The transaction is driven on the driver itself, not through SQLAlchemy's: psycopg would send a
-        BEGIN before the UPDATE and wait for it, and would not let the COMMIT's answer wait. Both were
-        round trips every connection's message waited for (docs/benchmarks.md, sending, seventh round).
+        Driven on the driver itself, not through SQLAlchemy's: psycopg would send a BEGIN before the
+        UPDATE and wait for it, and would not let the COMMIT's answer wait (docs/benchmarks.md, sending,
+        seventh and eighth rounds).
         """
-        self.settle()
-        driver = self._kept_driver()
+        kept = self._kept[self._forming]
+        self._wait_idle(kept)
+        if any(m.send_id not in kept.locked and m.send_id not in self._not_ours for m in messages):
+            self._wanted.update(dict.fromkeys(m.send_id for m in messages))  # locked now, as one
+            self._send_lock(kept)
+            self._wait_idle(kept)
+        owned = [m for m in messages if m.send_id in kept.locked]
+        written = _Written(
+            owned=frozenset(m.ref for m in owned),
+            campaign_stopped=self.campaign_stopped and len(owned) < len(messages),
+        )
+        if not kept.locks_taken:
+            assert not owned
+            return written
+        driver = kept.driver
+        rows = [self._row(m, now) for m in owned]
+        statement = b"COMMIT; BEGIN"
+        if owned:
+            statement = self._update_for(driver, owned, now) + b"; " + statement
         try:
-            with _THREAD_SWITCHES.held():
-                written = self._mark_group(driver, messages, now)
-                with self.quiet.critical():
-                    self._commit_with_dots(driver, rows, written, dots)
+            with _THREAD_SWITCHES.held(), self.quiet.critical():
+                self._commit_with_dots(kept, driver, statement, rows, written, dots)
         except BaseException:
-            self._discard_connection()  # reset: its transaction (and a COMMIT still held) dies with it
+            self._discard(kept)  # reset: its transaction (and a COMMIT still held) dies with it
             raise
+        # the COMMIT let its locks go: the rows of messages still under way are locked again, on the
+        # connection that forms the next group
+        group = {m.send_id for m in messages}
+        self._wanted.update(dict.fromkeys(send_id for send_id in kept.locked if send_id not in group))
+        kept.locked.clear()
+        kept.locks_taken = False
+        self._not_ours -= group
+        self._forming = (self._forming + 1) % len(self._kept)
         return written
 
-    def _kept_driver(self) -> Any:
+    def _update_for(self, driver: Any, owned: list[OutgoingMessage], now: Any) -> bytes:
+        """The UPDATE that marks the group's locked rows sent, as a statement with its values (it is sent
+        with ``COMMIT; BEGIN`` in one query string, which takes no parameters)."""
+        literal = Transformer(driver).as_literal
+        ids = literal([m.send_id for m in owned]).decode()
+        refs = literal([m.ref for m in owned]).decode()
+        events = literal([m.consent_event_id for m in owned]).decode()
+        moment = literal(now).decode()
+        return (
+            f"UPDATE {self.table} AS s SET status = '{SendStatus.SENT.value}', ref = v.ref, "
+            f"consent_event_id = v.event_id, sent_at = {moment}, decided_at = {moment}, "
+            f"claimed_by = NULL, claimed_until = NULL "
+            f"FROM unnest({ids}::bigint[], {refs}::text[], {events}::bigint[]) AS v(id, ref, event_id) "
+            f"WHERE s.id = v.id AND s.workspace_id = {self.workspace_id:d}"
+        ).encode()
+
+    # -- PostgreSQL: the rows of messages under way locked ahead of their group -------------------------
+
+    def want_lock(self, send_id: int) -> None:
+        """Lock this send's row as soon as the connection forming the next group is free (:meth:`pump`)."""
+        if send_id not in self._kept[self._forming].locked and send_id not in self._not_ours:
+            self._wanted[send_id] = None
+
+    def forget(self, send_id: int) -> None:
+        """The send's message will not be committed by a group (it failed, or it went): no lock any more.
+        (A row locked stays so until the next COMMIT; the update of a failed one is written after it.)"""
+        self._wanted.pop(send_id, None)
+        self._not_ours.discard(send_id)
+        for kept in self._kept:
+            kept.locked.discard(send_id)
+            if kept.locking is not None and send_id in kept.locking:
+                kept.locking.remove(send_id)
+
+    def lock_state(self, send_id: int) -> bool | None:
+        """True: the send's row is locked, ours; False: it is not ours; None: not known yet."""
+        if send_id in self._kept[self._forming].locked:
+            return True
+        return False if send_id in self._not_ours else None
+
+    def pump(self) -> list[int]:
+        """Move the kept connections on without waiting: read the answers that arrived (COMMITs', a lock's),
+        send the lock of the rows wanted since. The sockets to watch while answers are awaited."""
+        awaited: list[int] = []
+        for kept in self._kept:
+            if kept.owed is None:
+                continue
+            pgconn = kept.owed.pgconn
+            try:
+                arrived = _answered(pgconn)
+            except (psycopg.Error, OSError):
+                arrived = True  # _settle() reads the failure
+            if arrived:
+                self._settle(kept)
+            else:
+                awaited.append(int(pgconn.socket))
+        kept = self._kept[self._forming]
+        if kept.locking is not None:
+            pgconn = kept.driver.pgconn
+            try:
+                arrived = _answered(pgconn)
+            except BaseException:
+                self._discard(kept)
+                raise
+            if not arrived:
+                return [*awaited, int(pgconn.socket)]
+            self._land_lock(kept)
+        if self._wanted and kept.owed is None:
+            self._send_lock(kept)
+            awaited.append(int(kept.driver.pgconn.socket))
+        return awaited
+
+    def _wait_idle(self, kept: _Kept) -> None:
+        """Read every answer the connection owes, waiting for them."""
+        self._settle(kept)
+        if kept.locking is not None:
+            pgconn = kept.driver.pgconn
+            try:
+                while not _answered(pgconn):
+                    wait_for_io([pgconn.socket], [], [])
+            except BaseException:
+                self._discard(kept)
+                raise
+            self._land_lock(kept)
+
+    def _send_lock(self, kept: _Kept) -> None:
+        """Send the lock of the rows wanted (without waiting for its answer, :meth:`_land_lock`)."""
+        driver = self._kept_driver(kept)
+        pgconn = driver.pgconn
+        ids = list(self._wanted)
+        self._wanted.clear()
+        try:
+            with driver.lock:
+                if kept.lock_prepared_on is not pgconn:
+                    self._prepare_lock(pgconn)
+                    kept.lock_prepared_on = pgconn
+                values = (ids, self.workspace_id, self.worker)
+                # as text: the server reads each as the type the statement gave it
+                parameters = Transformer(driver).dump_sequence(values, [PyFormat.TEXT] * len(values))
+                pgconn.send_query_prepared(self.lock_statement, parameters)
+                _flush(pgconn)
+        except BaseException:
+            self._wanted.update(dict.fromkeys(ids))
+            self._discard(kept)
+            raise
+        kept.locking = ids
+        kept.locks_taken = True
+
+    def _prepare_lock(self, pgconn: Any) -> None:
+        """Prepare the lock statement on the kept connection (in a savepoint of its transaction: a connection
+        from the pool may have it already, from an earlier run of the campaign)."""
+        pq = psycopg.pq
+        result = pgconn.exec_(b"SAVEPOINT zgoda_prepare")
+        if result.status == pq.ExecStatus.COMMAND_OK:
+            result = pgconn.prepare(self.lock_statement, self.lock_sql)
+            if result.error_field(pq.DiagnosticField.SQLSTATE) == b"42P05":  # duplicate_prepared_statement
+                result = pgconn.exec_(b"ROLLBACK TO SAVEPOINT zgoda_prepare")
+        if result.status == pq.ExecStatus.COMMAND_OK:
+            result = pgconn.exec_(b"RELEASE SAVEPOINT zgoda_prepare")
+        if result.status != pq.ExecStatus.COMMAND_OK:
+            raise psycopg.errors.error_from_result(result, encoding="utf-8")
+
+    def _land_lock(self, kept: _Kept) -> None:
+        """The lock's answer (arrived): which rows are ours; when not all, whether the campaign stopped."""
+        ids, kept.locking = kept.locking, None
+        assert ids is not None
+        driver = kept.driver
+        pgconn = driver.pgconn
+        ours: set[int] = set()
+        failure: Any = None
+        while (result := pgconn.get_result()) is not None:
+            if result.status == psycopg.pq.ExecStatus.TUPLES_OK:
+                ours.update(int(result.get_value(row, 0)) for row in range(result.ntuples))
+            elif failure is None:
+                failure = result
+        if failure is not None:
+            self._wanted.update(dict.fromkeys(ids))
+            self._discard(kept)
+            raise psycopg.errors.error_from_result(failure, encoding="utf-8")
+        for send_id in ids:
+            (kept.locked if send_id in ours else self._not_ours).add(send_id)
+        if len(ours) < len(ids):  # taken over by another worker, or the campaign stopped
+            with driver.cursor() as cursor:
+                cursor.execute(self.status_sql, (self.campaign_id,))
+                (status,) = cursor.fetchone()
+            self.campaign_stopped = status != CampaignStatus.SENDING.value
+
+    def _kept_driver(self, kept: _Kept) -> Any:
         """The kept connection's driver, in a transaction that has done nothing yet (a new connection
         begins one here, and waits for it; afterwards each COMMIT begins the next). A connection that
         has anything to say between groups has been ended by the server (a restart,
         ``idle_in_transaction_session_timeout``, ``pg_terminate_backend``): it is replaced."""
-        if self._connection is not None and not self._connection.invalidated and not self._connection.closed:
-            pgconn = self._connection.connection.dbapi_connection.pgconn  # type: ignore[union-attr]
+        connection = kept.connection
+        if connection is not None and not connection.invalidated and not connection.closed:
+            pgconn = kept.driver.pgconn
             pq = psycopg.pq
             try:
                 _read_what_arrived(pgconn)
@@ -1614,28 +1917,33 @@ class _SentRows:
             except (psycopg.Error, OSError):
                 alive = False
             if not alive:
-                self._discard_connection()
-        if self._connection is None or self._connection.closed or self._connection.invalidated:
-            self._connection = self.database.engine.connect()
-            driver: Any = self._connection.connection.dbapi_connection
+                self._discard(kept)
+        if kept.connection is None or kept.connection.closed or kept.connection.invalidated:
+            kept.connection = self.database.engine.connect()
+            driver: Any = kept.driver
             with driver.lock:
                 driver.pgconn.send_query(b"BEGIN")
                 _flush(driver.pgconn)
-            self._owed = _Owed(driver.pgconn, rows=None)
-            self.settle()
-            if self._connection is None:
+            kept.owed = _Owed(driver.pgconn, rows=None)
+            self._settle(kept)
+            if kept.connection is None:
                 raise psycopg.OperationalError("a new database connection could not begin a transaction")
-        return self._connection.connection.dbapi_connection
+        return kept.driver
 
     def settle(self) -> None:
-        """PostgreSQL: read the answers the last group left unread (its COMMIT, and the BEGIN after it).
+        """PostgreSQL: read the answers every kept connection owes (see :meth:`_settle`)."""
+        for kept in self._kept:
+            self._settle(kept)
+
+    def _settle(self, kept: _Kept) -> None:
+        """PostgreSQL: read the answers a group left unread on its connection (its COMMIT, and the BEGIN after).
 
         A COMMIT that failed leaves rows whose dots went out: they are marked sent again on a new
         connection (as they are when the COMMIT's answer is read at once). A connection that did not
         answer is replaced (one the server ended after answering is found by :meth:`_kept_driver`).
         Called before the next group, before any verdict is acted on, and when the run closes.
         """
-        owed, self._owed = self._owed, None
+        owed, kept.owed = kept.owed, None
         if owed is None:
             return
         pgconn, pq = owed.pgconn, psycopg.pq
@@ -1655,33 +1963,45 @@ class _SentRows:
                     failure = result.get_error_message() or str(result.status)
         except (psycopg.Error, OSError) as error:
             failure = failure or str(error)
-        expected = 1 if owed.rows is None else 2  # BEGIN; or COMMIT then BEGIN
+        expected = owed.expected
         healthy = (
-            statuses == [pq.ExecStatus.COMMAND_OK] * expected
+            statuses == [pq.ExecStatus.COMMAND_OK] * len(expected)
+            and commands == expected
             and pgconn.status == pq.ConnStatus.OK
             and pgconn.transaction_status == pq.TransactionStatus.INTRANS
         )
         if not healthy:
-            self._discard_connection()
-        # a COMMIT of a transaction that had failed answers "ROLLBACK" (with success)
-        committed = bool(statuses) and statuses[0] == pq.ExecStatus.COMMAND_OK and commands[0] == b"COMMIT"
+            self._discard(kept)
+        # up to the COMMIT as expected (a COMMIT of a transaction that had failed answers "ROLLBACK"; an UPDATE
+        # that marked fewer rows than it was given, its count): the rows are sent
+        committed = commands[: len(expected) - 1] == expected[:-1] and all(
+            status == pq.ExecStatus.COMMAND_OK for status in statuses[: len(expected) - 1]
+        )
         if owed.rows and not committed:
             log.error("COMMIT failed after the final dots were written (%s): marking the rows sent again", failure)
             try:
                 with self.database.engine.begin() as again:
-                    again.exec_driver_sql(self.sql, owed.rows)
+                    again.exec_driver_sql(self.remark_sql, owed.rows)
             except Exception:
                 send_ids = [row[5] for row in owed.rows]  # row[5]: the send's id (see _row)
                 log.critical("sends %s were delivered but could not be marked sent: they may be sent again", send_ids)
                 raise
 
-    def _discard_connection(self) -> None:
-        """Give up the kept connection (its transaction, if any, ends with it) and its socket handle."""
-        self._owed = None
-        self._close_socket()
-        if self._connection is not None:
-            self._connection.invalidate()
-            self._connection = None
+    def _discard(self, kept: _Kept) -> None:
+        """Give up a kept connection (its transaction, if any, ends with it, and so do its locks: the rows of
+        messages still under way are locked again on the next) and its socket handle."""
+        kept.owed = None
+        self._wanted.update(dict.fromkeys(kept.locked))
+        if kept.locking is not None:
+            self._wanted.update(dict.fromkeys(kept.locking))
+        kept.locked.clear()
+        kept.locking = None
+        kept.locks_taken = False
+        kept.lock_prepared_on = None
+        kept.close_socket()
+        if kept.connection is not None:
+            kept.connection.invalidate()
+            kept.connection = None
 
     def _mark_group(self, driver: Any, messages: list[OutgoingMessage], now: Any) -> _Written:
         """PostgreSQL: one UPDATE for the group, which returns the refs of the rows it marked (on the driver's
@@ -1746,7 +2066,9 @@ class _SentRows:
         dots.keep_if_killed()  # the commit is durable: the dots now go out whatever happens
         dots.release()
 
-    def _commit_with_dots(self, driver: Any, rows: list[tuple[Any, ...]], written: _Written, dots: _Dots) -> None:
+    def _commit_with_dots(
+        self, kept: _Kept, driver: Any, statement: bytes, rows: list[tuple[Any, ...]], written: _Written, dots: _Dots
+    ) -> None:
         """PostgreSQL: the COMMIT and the final dots leave this process as one, whenever it is killed.
 
         Both are written held in the kernel (core/tcp_hold.py): first the COMMIT, on a socket that drops
@@ -1762,13 +2084,13 @@ class _SentRows:
         """
         pgconn = driver.pgconn
         with driver.lock:
-            pg_socket = self._socket_for(pgconn)
+            pg_socket = kept.socket_for(pgconn)
             holding = pg_socket is not None and tcp_hold.hold(pg_socket, drop_if_killed=True)
             written_out = False
             try:
                 if holding:
                     dots.hold(written.owned)  # before the COMMIT, so that only the dots' sends follow it
-                pgconn.send_query(b"COMMIT; BEGIN")
+                pgconn.send_query(statement)
                 _flush(pgconn)  # psycopg's connections do not block: libpq may still have some of it
                 dots.write(written.owned, held=holding)
                 written_out = True
@@ -1781,7 +2103,7 @@ class _SentRows:
                 else:  # nothing may go out: the held dots are dropped with their connections, the held
                     dots.abandon()  # COMMIT with the database connection (reset), which the caller discards
                     dots.release()  # connections held for a dot never written
-        self._owed = _Owed(pgconn, rows=[row for row in rows if row[1] in written.owned])  # row[1]: the ref
+        kept.owed = _Owed(pgconn, rows=rows)
 
     def _sqlite_pragma(self, pragma: str) -> None:
         """On the kept connection's driver itself: through SQLAlchemy it would begin a transaction."""
@@ -1789,23 +2111,18 @@ class _SentRows:
         driver: Any = self._connection.connection.dbapi_connection
         driver.execute(f"PRAGMA {pragma}")
 
-    def _socket_for(self, pgconn: Any) -> socket.socket | None:
-        """A handle on the kept connection's socket (made once per connection): None if it is not TCP."""
-        if self._socket_of is not pgconn:
-            self._close_socket()
-            self._socket, self._socket_of = tcp_hold.borrow_socket(pgconn.socket), pgconn
-        return self._socket
-
-    def _close_socket(self) -> None:
-        if self._socket is not None:
-            self._socket.close()
-        self._socket, self._socket_of = None, None
-
     def close(self) -> None:
+        for kept in self._kept:
+            if kept.locking is not None:  # a lock unanswered: the connection is not fit for the pool
+                self._discard(kept)
         try:
-            self.settle()  # the last COMMIT confirmed (or its rows marked again); the next transaction is empty
+            self.settle()  # the last COMMITs confirmed (or their rows marked again); the transactions are empty
         finally:
-            self._close_socket()
+            for kept in self._kept:
+                kept.close_socket()
+                if kept.connection is not None:
+                    kept.connection.close()
+                    kept.connection = None
             if self._connection is not None:
                 if not self.sends_commit_first and not self._connection.invalidated:
                     with contextlib.suppress(Exception):  # back to the pool as every other connection is
