@@ -82,3 +82,29 @@ def test_borrow_socket_refuses_what_is_not_tcp() -> None:
                 assert client.getsockopt(socket.IPPROTO_TCP, socket.TCP_CORK) == 1  # the same socket underneath
                 tcp_hold.release(borrowed)
             assert client.getsockopt(socket.IPPROTO_TCP, socket.TCP_CORK) == 0
+
+
+def test_a_held_write_that_fills_whole_segments_goes_out_so_its_end_is_padded() -> None:
+    """TCP_CORK holds only a partial segment: a held write of whole segments leaves at once (a held
+    COMMIT would reach the database before its dots). ``padding_to_stay_held`` makes its end partial."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        writer = socket.create_connection(listener.getsockname())
+        peer, _ = listener.accept()
+        with writer, peer:
+            segment = writer.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG)
+            assert tcp_hold.hold(writer)
+            writer.sendall(b"x" * (2 * segment))
+            peer.settimeout(10)
+            received = b""
+            while len(received) < 2 * segment:  # arrives without a release
+                received += peer.recv(65536)
+            assert received == b"x" * (2 * segment)
+            tcp_hold.release(writer)
+
+            segment = writer.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG)  # (it may change with traffic)
+            for length in (2 * segment, 2 * segment - 12, 3 * (segment - 20), 100, 1):
+                padding = tcp_hold.padding_to_stay_held(writer, length)
+                sizes = (segment, segment - 12, segment - 20, segment - 40)
+                assert all((length + padding) % size for size in sizes)
+                assert padding == 0 or any((length + padding - 1) % size == 0 for size in sizes)
+            assert tcp_hold.padding_to_stay_held(writer, 2 * segment) > 0

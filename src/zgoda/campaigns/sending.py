@@ -809,7 +809,8 @@ class _Pipeline:
         self._opening = 0
         self._channels = [SmtpChannel(SmtpConnection(smtp), self._selector) for _ in range(connections)]
         self._prepared: list[SmtpChannel] = []
-        self._database_sockets: list[int] = []  # registered while the kept connections owe answers
+        # registered while the kept connections owe answers (and how many connections were made by then)
+        self._database_sockets: tuple[int, list[int]] = (0, [])
         self._prepared_since = 0.0  # when the first message of the next group was prepared
         self._builders = [
             threading.Thread(target=self._build_loop, name=f"zgoda-build-{number}", daemon=True)
@@ -994,7 +995,7 @@ class _Pipeline:
             self._pump()
             if self._commit_prepared():
                 closing = closing or self._take_work()  # the next envelopes right behind the dots
-                self._pump()
+            self._pump()
             if closing and self._opening == 0 and self._all_finished():
                 return
             for key, events in self._selector.select(self._timeout()):
@@ -1026,14 +1027,16 @@ class _Pipeline:
         """Move the kept database connection on (see ``_GroupCommit.pump``), watching its socket while an
         answer is awaited."""
         sockets = self.committer.pump()
-        if sockets == self._database_sockets:
+        # a replaced connection may have the same descriptor number as the one it replaced: compare both
+        registration = (self.committer.connections_made, sockets)
+        if registration == self._database_sockets:
             return
-        for fileno in self._database_sockets:
+        for fileno in self._database_sockets[1]:
             with contextlib.suppress(KeyError, ValueError):
                 self._selector.unregister(fileno)
         for fileno in sockets:
             self._selector.register(fileno, selectors.EVENT_READ, _DATABASE_ANSWER)
-        self._database_sockets = sockets
+        self._database_sockets = registration
 
     def _all_finished(self) -> bool:
         return all(channel.payload is None and channel.awaiting is None for channel in self._channels)
@@ -1177,7 +1180,8 @@ class _Pipeline:
     def _group_ready(self) -> bool:
         """Whether to write the group now: nothing else is about to be prepared, or its first has waited long
         enough. Fewer, larger groups: less database work a message, and fewer moments in doubt."""
-        if not self._prepared:
+        self._prepared = [channel for channel in self._prepared if channel.phase is Phase.PREPARED]
+        if not self._prepared:  # (one refused or broken while it waited is no longer prepared)
             return self.committer.has_pending
         if not self._groupable():  # the rows' locks are awaited
             return False
@@ -1413,6 +1417,9 @@ class _GroupCommit:
         if self.overlaps:  # rows may be locked by the kept connection's transaction: its COMMIT first
             written = self._sent_rows.write(messages, dots=_Dots(group))
             if updates:
+                # and its answer: a COMMIT that did not happen (its UPDATE failed) holds the locks until
+                # its connection is given up, which only this thread can do
+                self._sent_rows.settle()
                 self._write_updates(updates)
             return written
         if updates:
@@ -1466,6 +1473,11 @@ class _GroupCommit:
     def pump(self) -> list[int]:
         """Move the kept connections on (see ``_SentRows.pump``): the sockets to watch for awaited answers."""
         return self._sent_rows.pump() if self.overlaps else []
+
+    @property
+    def connections_made(self) -> int:
+        """How many kept connections were opened so far (a new one may reuse an old one's descriptor)."""
+        return self._sent_rows.connections_made
 
     def close(self) -> None:
         self._sent_rows.close()
@@ -1563,6 +1575,9 @@ class _Owed:
         return ([f"UPDATE {len(self.rows)}".encode()] if self.rows else []) + [b"COMMIT", b"BEGIN"]
 
 
+_QUERY_FRAMING = 6  # a simple query on the wire: its type byte, its length (4 bytes), the text, a NUL
+
+
 @dataclass
 class _Kept:
     """One of the PostgreSQL connections the group commit keeps for the run, and what it holds."""
@@ -1657,6 +1672,7 @@ class _SentRows:
         # while the last one's COMMIT is still being made durable on another)
         self._kept = tuple(_Kept() for _ in range(KEPT_CONNECTIONS))
         self._forming = 0  # which one: its transaction holds the locks of the messages under way
+        self.connections_made = 0
         self._wanted: dict[int, None] = {}  # send ids whose rows are to be locked (an ordered set)
         self._not_ours: set[int] = set()  # send ids whose rows a lock found not ours
         self.campaign_stopped = False  # a lock found the campaign no longer sending
@@ -1723,6 +1739,8 @@ class _SentRows:
         """
         kept = self._kept[self._forming]
         self._wait_idle(kept)
+        if kept.connection is not None and not self._alive(kept):  # its locks went with it
+            self._discard(kept)
         if any(m.send_id not in kept.locked and m.send_id not in self._not_ours for m in messages):
             self._wanted.update(dict.fromkeys(m.send_id for m in messages))  # locked now, as one
             self._send_lock(kept)
@@ -1798,19 +1816,7 @@ class _SentRows:
     def pump(self) -> list[int]:
         """Move the kept connections on without waiting: read the answers that arrived (COMMITs', a lock's),
         send the lock of the rows wanted since. The sockets to watch while answers are awaited."""
-        awaited: list[int] = []
-        for kept in self._kept:
-            if kept.owed is None:
-                continue
-            pgconn = kept.owed.pgconn
-            try:
-                arrived = _answered(pgconn)
-            except (psycopg.Error, OSError):
-                arrived = True  # _settle() reads the failure
-            if arrived:
-                self._settle(kept)
-            else:
-                awaited.append(int(pgconn.socket))
+        awaited = self._settle_arrived()
         kept = self._kept[self._forming]
         if kept.locking is not None:
             pgconn = kept.driver.pgconn
@@ -1827,14 +1833,32 @@ class _SentRows:
             awaited.append(int(kept.driver.pgconn.socket))
         return awaited
 
+    def _settle_arrived(self) -> list[int]:
+        """Read the COMMITs' answers that have arrived; the sockets of those still awaited."""
+        awaited: list[int] = []
+        for kept in self._kept:
+            if kept.owed is None:
+                continue
+            pgconn = kept.owed.pgconn
+            try:
+                arrived = _answered(pgconn)
+            except (psycopg.Error, OSError):
+                arrived = True  # _settle() reads the failure
+            if arrived:
+                self._settle(kept)
+            else:
+                awaited.append(int(pgconn.socket))
+        return awaited
+
     def _wait_idle(self, kept: _Kept) -> None:
-        """Read every answer the connection owes, waiting for them."""
+        """Read every answer the connection owes, waiting for them (and reading the other connections'
+        meanwhile: a lock may wait for a row that another one's failed transaction holds until then)."""
         self._settle(kept)
         if kept.locking is not None:
             pgconn = kept.driver.pgconn
             try:
                 while not _answered(pgconn):
-                    wait_for_io([pgconn.socket], [], [])
+                    wait_for_io([pgconn.socket, *self._settle_arrived()], [], [])
             except BaseException:
                 self._discard(kept)
                 raise
@@ -1896,7 +1920,7 @@ class _SentRows:
             raise psycopg.errors.error_from_result(failure, encoding="utf-8")
         for send_id in ids:
             (kept.locked if send_id in ours else self._not_ours).add(send_id)
-        if len(ours) < len(ids):  # taken over by another worker, or the campaign stopped
+        if any(send_id not in ours for send_id in ids):  # taken over by another worker, or the campaign stopped
             with driver.cursor() as cursor:
                 cursor.execute(self.status_sql, (self.campaign_id,))
                 (status,) = cursor.fetchone()
@@ -1907,19 +1931,11 @@ class _SentRows:
         begins one here, and waits for it; afterwards each COMMIT begins the next). A connection that
         has anything to say between groups has been ended by the server (a restart,
         ``idle_in_transaction_session_timeout``, ``pg_terminate_backend``): it is replaced."""
-        connection = kept.connection
-        if connection is not None and not connection.invalidated and not connection.closed:
-            pgconn = kept.driver.pgconn
-            pq = psycopg.pq
-            try:
-                _read_what_arrived(pgconn)
-                alive = pgconn.status == pq.ConnStatus.OK and pgconn.transaction_status == pq.TransactionStatus.INTRANS
-            except (psycopg.Error, OSError):
-                alive = False
-            if not alive:
-                self._discard(kept)
+        if kept.connection is not None and not self._alive(kept):
+            self._discard(kept)
         if kept.connection is None or kept.connection.closed or kept.connection.invalidated:
             kept.connection = self.database.engine.connect()
+            self.connections_made += 1
             driver: Any = kept.driver
             with driver.lock:
                 driver.pgconn.send_query(b"BEGIN")
@@ -1929,6 +1945,21 @@ class _SentRows:
             if kept.connection is None:
                 raise psycopg.OperationalError("a new database connection could not begin a transaction")
         return kept.driver
+
+    @staticmethod
+    def _alive(kept: _Kept) -> bool:
+        """Whether a kept connection (owing no answer) is still in its transaction: one that has anything to
+        say has been ended by the server."""
+        connection = kept.connection
+        if connection is None or connection.invalidated or connection.closed:
+            return False
+        pgconn = kept.driver.pgconn
+        pq = psycopg.pq
+        try:
+            _read_what_arrived(pgconn)
+            return bool(pgconn.status == pq.ConnStatus.OK and pgconn.transaction_status == pq.TransactionStatus.INTRANS)
+        except (psycopg.Error, OSError):
+            return False
 
     def settle(self) -> None:
         """PostgreSQL: read the answers every kept connection owes (see :meth:`_settle`)."""
@@ -2090,6 +2121,8 @@ class _SentRows:
             try:
                 if holding:
                     dots.hold(written.owned)  # before the COMMIT, so that only the dots' sends follow it
+                if pg_socket is not None and holding:  # TCP_CORK lets full segments go: the end must stay held
+                    statement += b" " * tcp_hold.padding_to_stay_held(pg_socket, _QUERY_FRAMING + len(statement))
                 pgconn.send_query(statement)
                 _flush(pgconn)  # psycopg's connections do not block: libpq may still have some of it
                 dots.write(written.owned, held=holding)

@@ -57,6 +57,21 @@ def hold(sock: socket.socket, *, drop_if_killed: bool = False) -> bool:
     return True
 
 
+def padding_to_stay_held(sock: socket.socket, length: int) -> int:
+    """Bytes to add to a write of ``length`` (onto a socket with nothing else unsent) so that its end stays
+    held: ``TCP_CORK`` holds only a partial segment, and full ones go out at once. Checked against the
+    segment size and the sizes it has with TCP options (timestamps, SACK) taken off."""
+    try:
+        segment = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG)
+    except (OSError, AttributeError):
+        return 0
+    sizes = [size for size in (segment, segment - 12, segment - 20, segment - 40) if size > 0]
+    padding = 0
+    while any((length + padding) % size == 0 for size in sizes):
+        padding += 1
+    return padding
+
+
 def keep_if_killed(sock: socket.socket) -> None:
     """From now on a close, even a killed process's, sends the held bytes."""
     with contextlib.suppress(OSError):
