@@ -1406,7 +1406,8 @@ class _GroupCommit:
     def _write(self, group: list[_Entry]) -> _Written:
         """Write a group: which messages were marked sent, and whether the campaign had stopped.
 
-        Other values (refusals, retries) go first, in a transaction of their own: they deliver
+        Other values (refusals, retries) go in a transaction of their own (first; on PostgreSQL after
+        the sent rows' COMMIT, which lets go the locks that may hold their rows): they deliver
         nothing, so they need no final dots and stay out of the sent rows' commit, whose moment the
         dots must share. Nothing is marked sent in a campaign that is no longer sending (paused or
         cancelled), so no final dot is written after a pause; a send put back in the queue by a
@@ -1610,13 +1611,15 @@ class _Kept:
 
 
 class _SentRows:
-    """Marks rows sent through one connection kept for the run: the group commit's hot path.
+    """Marks rows sent through connections kept for the run: the group commit's hot path.
 
-    One UPDATE per row (by id, still held by this worker, in its workspace, while the campaign is
-    sending: a row another worker took over after this one's lease ran out matches nothing and stays
-    theirs), written once as SQL for the driver: through a Session and a compiled statement it cost
-    several times the database's own work. On a database whose sessions share one
-    connection (the tests' outer transaction) it runs there, in a savepoint.
+    PostgreSQL: two kept connections, driven on the driver, take groups in turn; a message's row is
+    locked when the message starts, and the group's UPDATE goes unanswered with its COMMIT
+    (:meth:`_write_kept`). Other databases: one UPDATE per row (by id, still held by this worker, in
+    its workspace, while the campaign is sending: a row another worker took over after this one's lease
+    ran out matches nothing and stays theirs), written once as SQL for the driver: through a Session
+    and a compiled statement it cost several times the database's own work. On a database whose
+    sessions share one connection (the tests' outer transaction) it runs there, in a savepoint.
     """
 
     def __init__(
@@ -1972,7 +1975,8 @@ class _SentRows:
         A COMMIT that failed leaves rows whose dots went out: they are marked sent again on a new
         connection (as they are when the COMMIT's answer is read at once). A connection that did not
         answer is replaced (one the server ended after answering is found by :meth:`_kept_driver`).
-        Called before the next group, before any verdict is acted on, and when the run closes.
+        Called when they arrive (:meth:`pump`), before the connection's next lock or group, and when the
+        run closes; verdicts do not wait for them (a message whose dot went out counts as sent).
         """
         owed, kept.owed = kept.owed, None
         if owed is None:
@@ -2108,7 +2112,8 @@ class _SentRows:
         process killed before it delivers nothing and commits nothing, one killed after it both. Only
         then do they go out. (Without holding, the COMMIT woke the server, which could take the CPU
         before the dots were written: a process killed then left rows sent without their dots, in
-        about one kill in 40.) The COMMIT goes as ``COMMIT; BEGIN``, which also opens the next group's
+        about one kill in 40.) The COMMIT goes as ``UPDATE …; COMMIT; BEGIN`` (``statement``), whose BEGIN
+        opens the connection's next
         transaction, and its answers are read later (:meth:`settle`): meanwhile the connections whose
         dots went out take their next messages. Should the COMMIT fail after all (the server went
         away), the messages have gone: :meth:`settle` marks their rows sent again on a new connection.
