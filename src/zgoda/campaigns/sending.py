@@ -1024,8 +1024,8 @@ class _Pipeline:
                 self._on_opened(channel, error)
 
     def _pump(self) -> None:
-        """Move the kept database connection on (see ``_GroupCommit.pump``), watching its socket while an
-        answer is awaited."""
+        """Move the kept database connections on (see ``_GroupCommit.pump``), watching their sockets while
+        answers are awaited."""
         sockets = self.committer.pump()
         # a replaced connection may have the same descriptor number as the one it replaced: compare both
         registration = (self.committer.connections_made, sockets)
@@ -1445,11 +1445,6 @@ class _GroupCommit:
                     statement = statement.where(Send.claimed_by == self.worker)
                     values["decided_at"] = now
                 session.execute(statement.values(**values), execution_options={"synchronize_session": False})
-
-    def settle(self) -> None:
-        """Read what the last group's commit left unread (see ``_SentRows.settle``; never on a database
-        whose sessions share one connection, so no turn is taken)."""
-        self._sent_rows.settle()
 
     @property
     def overlaps(self) -> bool:
@@ -2112,9 +2107,9 @@ class _SentRows:
         process killed before it delivers nothing and commits nothing, one killed after it both. Only
         then do they go out. (Without holding, the COMMIT woke the server, which could take the CPU
         before the dots were written: a process killed then left rows sent without their dots, in
-        about one kill in 40.) The COMMIT goes as ``UPDATE …; COMMIT; BEGIN`` (``statement``), whose BEGIN
-        opens the connection's next
-        transaction, and its answers are read later (:meth:`settle`): meanwhile the connections whose
+        about one kill in 40.) The COMMIT goes as ``UPDATE …; COMMIT; BEGIN`` (``statement``), whose
+        BEGIN opens the connection's next transaction, and its answers are read later (:meth:`settle`):
+        meanwhile the connections whose
         dots went out take their next messages. Should the COMMIT fail after all (the server went
         away), the messages have gone: :meth:`settle` marks their rows sent again on a new connection.
         """
