@@ -535,10 +535,8 @@ def test_a_kept_connection_lost_between_groups_is_replaced(
 
     db = Database.from_url(fresh_database_url)
     with db.transaction() as session:
-        setup = sending_setup(session, eligible=5)
-        campaign_id = setup.campaign.id
-        campaigns.send_campaign(session, campaign_id=campaign_id)
-    sending.prepare(db, campaign_id)
+        setup = _started(db, session, eligible=5)
+    campaign_id = setup.campaign.id
     ended: list[int] = []
 
     def end_the_waiting_session(sent: int) -> None:
@@ -618,10 +616,8 @@ def test_rows_are_locked_while_their_messages_are_under_way(fresh_database_url: 
 
     db = Database.from_url(fresh_database_url)
     with db.transaction() as session:
-        setup = sending_setup(session, eligible=4)
-        campaign_id = setup.campaign.id
-        campaigns.send_campaign(session, campaign_id=campaign_id)
-    sending.prepare(db, campaign_id)
+        setup = _started(db, session, eligible=4)
+    campaign_id = setup.campaign.id
     with db.transaction() as session:
         bind_scope(session, workspace_id=setup.workspace.id, actor=Actor.system("test"))
         claimed = sending.claim(session, campaign_id, worker="w", size=4, lease=60)

@@ -1196,9 +1196,7 @@ class _Pipeline:
         if not self._group_ready():
             return False
         group = self._groupable()
-        self._prepared = [
-            channel for channel in self._prepared if channel.phase is Phase.PREPARED and channel not in group
-        ]
+        self._prepared = [channel for channel in self._prepared if channel not in group]  # (all PREPARED)
         if not group and not self.committer.has_pending:
             return False
         entries = [(channel, self.committer.hand_in(channel.payload[1], channel.connection)) for channel in group]
@@ -1450,7 +1448,7 @@ class _GroupCommit:
     def overlaps(self) -> bool:
         """Whether rows are locked while their messages are under way (PostgreSQL's connection kept for the
         run): the kept connection then has answers to wait for between groups (:meth:`pump`)."""
-        return self._sent_rows.sends_commit_first and not isinstance(self.database.bind, Connection)
+        return self._sent_rows.locks_rows
 
     def want_lock(self, send_id: int) -> None:
         """A message starts: its row is to be locked ahead of its group (where rows are locked)."""
@@ -1675,6 +1673,12 @@ class _SentRows:
         self._not_ours: set[int] = set()  # send ids whose rows a lock found not ours
         self.campaign_stopped = False  # a lock found the campaign no longer sending
 
+    @property
+    def locks_rows(self) -> bool:
+        """PostgreSQL on connections of its own (not the tests' one shared connection): rows are locked ahead
+        and groups written on the kept connections (:meth:`_write_kept`)."""
+        return self.sends_commit_first and not isinstance(self.database.bind, Connection)
+
     def _row(self, message: OutgoingMessage, now: Any) -> tuple[Any, ...]:
         return (
             SendStatus.SENT.value,
@@ -1693,7 +1697,7 @@ class _SentRows:
         now = self.to_database(utcnow())
         rows = [self._row(m, now) for m in messages]
         bind = self.database.bind
-        if self.sends_commit_first and not isinstance(bind, Connection):
+        if self.locks_rows:
             return self._write_kept(messages, now, dots)
         transaction: Transaction
         if isinstance(bind, Connection):
