@@ -466,6 +466,35 @@ def test_sends_a_dead_worker_held_in_a_cancelled_campaign_are_cancelled(db: Data
     assert SendStatus.CANCELLED in statuses
 
 
+def test_a_claim_takes_abandoned_sends_first_then_the_lowest_pending_and_never_its_own(
+    db: Database, session: Session
+) -> None:
+    """Two queries since migration 0008 (each answered by the index on (campaign_id, status, id)); together
+    they take what the one query with OR took."""
+    from datetime import timedelta
+
+    from zgoda.core.clock import utcnow
+    from zgoda.core.tenancy import Actor, bind_scope
+
+    setup = _started(db, session, eligible=6)
+    ids = sorted(session.scalars(select(Send.id).where(Send.campaign_id == setup.campaign.id)))
+    with db.transaction() as other:
+        bind_scope(other, workspace_id=setup.workspace.id, actor=Actor.system("test"))
+        dead = sending.claim(other, setup.campaign.id, worker="dead", size=2, lease=60)
+        mine = sending.claim(other, setup.campaign.id, worker="w", size=1, lease=60)
+    assert [c.send_id for c in dead] == ids[:2] and [c.send_id for c in mine] == [ids[2]]
+    expired = utcnow() - timedelta(seconds=1)
+    session.execute(update(Send).where(Send.id.in_([ids[1], ids[2]])).values(claimed_until=expired))
+    session.commit()
+    with db.transaction() as other:
+        bind_scope(other, workspace_id=setup.workspace.id, actor=Actor.system("test"))
+        taken = sending.claim(other, setup.campaign.id, worker="w", size=3, lease=60)
+    # the dead worker's expired send first; w's own expired send is not taken again (w renewed it);
+    # the dead worker's other send is still leased; then the lowest pending
+    assert [c.send_id for c in taken] == [ids[1], ids[3], ids[4]]
+    assert [c.attempts for c in taken] == [2, 1, 1]
+
+
 def test_a_slow_rate_never_lets_a_queued_send_be_taken_twice(
     db: Database, session: Session, settings: Settings, sink: SmtpSink
 ) -> None:

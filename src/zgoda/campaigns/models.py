@@ -94,7 +94,8 @@ class Send(TenantMixin, Base):
     __tablename__ = "campaign_sends"
     __table_args__ = (
         UniqueConstraint("campaign_id", "contact_id"),
-        Index("ix_campaign_sends_campaign_status", "campaign_id", "status"),
+        # a claim takes a campaign's pending sends lowest ids first: id ends the index (migration 0008)
+        Index("ix_campaign_sends_campaign_status_id", "campaign_id", "status", "id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
