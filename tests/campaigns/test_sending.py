@@ -23,6 +23,7 @@ from zgoda.consent.models import ConsentEvent
 from zgoda.core.db import Database
 from zgoda.core.errors import Conflict, InvalidInput
 from zgoda.core.settings import Settings
+from zgoda.core.tenancy import Actor, bind_scope
 from zgoda.delivery.dkim import verify
 from zgoda.delivery.sink import SmtpSink
 from zgoda.delivery.transport import SmtpSettings
@@ -58,6 +59,13 @@ def _started(db: Database, session: Session, *, eligible: int) -> SendingSetup:
     session.commit()
     sending.prepare(db, setup.campaign.id)
     return setup
+
+
+def _claim(db: Database, setup: SendingSetup, *, worker: str, size: int, lease: float = 60) -> list[sending.Claimed]:
+    """``worker`` claims up to ``size`` of the campaign's sends in a transaction of its own, committed."""
+    with db.transaction() as session:
+        bind_scope(session, workspace_id=setup.workspace.id, actor=Actor.system("test"))
+        return sending.claim(session, setup.campaign.id, worker=worker, size=size, lease=lease)
 
 
 def _send(db: Database, session: Session, settings: Settings, sink: SmtpSink, campaign_id: int) -> sending.RunOutcome:
@@ -263,8 +271,6 @@ def test_pause_stops_and_resume_finishes(fresh_database_url: str, settings: Sett
     sending.prepare(db, campaign_id)
 
     def scoped(session: Session) -> Session:
-        from zgoda.core.tenancy import Actor, bind_scope
-
         bind_scope(session, workspace_id=workspace_id, actor=Actor.system("test"))
         return session
 
@@ -340,8 +346,6 @@ def _stopped_after_the_first_message(
     db: Database, settings: Settings, setup: SendingSetup, stop: Callable[..., object]
 ) -> tuple[sending.RunOutcome, int]:
     """Run with one connection; ``stop`` (pause or cancel) the campaign once the first message is out."""
-    from zgoda.core.tenancy import Actor, bind_scope
-
     with SmtpSink(None, discard=True) as sink:
 
         def stop_once(sent: int) -> None:
@@ -449,11 +453,7 @@ def test_sends_a_dead_worker_held_in_a_cancelled_campaign_are_cancelled(db: Data
     from zgoda.core.clock import utcnow
 
     setup = _started(db, session, eligible=3)
-    with db.transaction() as other:  # a worker claims two sends, then dies
-        from zgoda.core.tenancy import Actor, bind_scope
-
-        bind_scope(other, workspace_id=setup.workspace.id, actor=Actor.system("test"))
-        claimed = sending.claim(other, setup.campaign.id, worker="dead", size=2, lease=0.01)
+    claimed = _claim(db, setup, worker="dead", size=2, lease=0.01)  # a worker claims two sends, then dies
     assert len(claimed) == 2
     campaigns.cancel_campaign(session, campaign_id=setup.campaign.id)
     session.execute(  # the dead worker's leases run out
@@ -474,21 +474,16 @@ def test_a_claim_takes_abandoned_sends_first_then_the_lowest_pending_and_never_i
     from datetime import timedelta
 
     from zgoda.core.clock import utcnow
-    from zgoda.core.tenancy import Actor, bind_scope
 
     setup = _started(db, session, eligible=6)
     ids = sorted(session.scalars(select(Send.id).where(Send.campaign_id == setup.campaign.id)))
-    with db.transaction() as other:
-        bind_scope(other, workspace_id=setup.workspace.id, actor=Actor.system("test"))
-        dead = sending.claim(other, setup.campaign.id, worker="dead", size=2, lease=60)
-        mine = sending.claim(other, setup.campaign.id, worker="w", size=1, lease=60)
+    dead = _claim(db, setup, worker="dead", size=2)
+    mine = _claim(db, setup, worker="w", size=1)
     assert [c.send_id for c in dead] == ids[:2] and [c.send_id for c in mine] == [ids[2]]
     expired = utcnow() - timedelta(seconds=1)
     session.execute(update(Send).where(Send.id.in_([ids[1], ids[2]])).values(claimed_until=expired))
     session.commit()
-    with db.transaction() as other:
-        bind_scope(other, workspace_id=setup.workspace.id, actor=Actor.system("test"))
-        taken = sending.claim(other, setup.campaign.id, worker="w", size=3, lease=60)
+    taken = _claim(db, setup, worker="w", size=3)
     # the dead worker's expired send first; w's own expired send is not taken again (w renewed it);
     # the dead worker's other send is still leased; then the lowest pending
     assert [c.send_id for c in taken] == [ids[1], ids[3], ids[4]]
@@ -528,16 +523,13 @@ def test_renewing_leases_never_waits_for_a_row_the_group_commit_holds(fresh_data
     from sqlalchemy import text
 
     from zgoda.core.clock import utcnow
-    from zgoda.core.tenancy import Actor, bind_scope
 
     db = Database.from_url(fresh_database_url)
     with db.transaction() as session:
         setup = sending_setup(session, eligible=3)
         campaigns.send_campaign(session, campaign_id=setup.campaign.id)
     sending.prepare(db, setup.campaign.id)
-    with db.transaction() as session:
-        bind_scope(session, workspace_id=setup.workspace.id, actor=Actor.system("test"))
-        claimed = sending.claim(session, setup.campaign.id, worker="w", size=3, lease=60)
+    claimed = _claim(db, setup, worker="w", size=3)
     locked_id = claimed[0].send_id
     with db.engine.connect() as committer, db.transaction() as renewing:
         committer.execute(text("SELECT id FROM campaign_sends WHERE id = :i FOR UPDATE"), {"i": locked_id})
@@ -641,15 +633,11 @@ def test_rows_are_locked_while_their_messages_are_under_way(fresh_database_url: 
     from sqlalchemy import text
     from sqlalchemy.exc import OperationalError
 
-    from zgoda.core.tenancy import Actor, bind_scope
-
     db = Database.from_url(fresh_database_url)
     with db.transaction() as session:
         setup = _started(db, session, eligible=4)
     campaign_id = setup.campaign.id
-    with db.transaction() as session:
-        bind_scope(session, workspace_id=setup.workspace.id, actor=Actor.system("test"))
-        claimed = sending.claim(session, campaign_id, worker="w", size=4, lease=60)
+    claimed = _claim(db, setup, worker="w", size=4)
     first, taken, third, later = (c.send_id for c in claimed)
     with db.engine.begin() as other:
         other.execute(text("UPDATE campaign_sends SET claimed_by = 'other' WHERE id = :i"), {"i": taken})
