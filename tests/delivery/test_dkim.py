@@ -105,6 +105,21 @@ def test_a_campaign_message_verifies(signer: DkimSigner, dns: dict[str, str]) ->
     assert dkimpy.verify(signed, dnsfunc=lambda name, timeout=5: dns.get(name.decode().rstrip("."), "").encode())
 
 
+def test_a_signature_made_in_three_steps_is_the_one_sign_makes(signer: DkimSigner, dns: dict[str, str]) -> None:
+    """The sender prepares, signs (without the interpreter lock) and completes in separate steps."""
+    raw = campaign_message().replace(b"\r\n", b"\n")  # prepare gives the message CRLF line endings, as sign does
+    pending = signer.prepare(raw, timestamp=1_767_686_400)
+    assert pending.header.startswith(b"DKIM-Signature: v=1;") and pending.header.endswith(b"b=")
+    assert pending.message == campaign_message()
+    signed = pending.complete(signer.signature(pending))
+    assert signed == signer.sign(raw, timestamp=1_767_686_400)  # RSA PKCS#1 v1.5 signatures are deterministic
+    assert b"t=1767686400;" in signed
+    assert verify(signed, dns.get)
+    signature = signer.signature(pending)
+    tampered = pending.complete(signature[:-1] + bytes([signature[-1] ^ 1]))
+    assert not verify(tampered, dns.get)
+
+
 def test_every_default_header_is_in_h_including_rfc8058_ones(signer: DkimSigner) -> None:
     raw = campaign_message()
     signed = signer.sign(raw)

@@ -27,6 +27,7 @@ __all__ = [
     "DEFAULT_SIGNED_HEADERS",
     "DkimKey",
     "DkimSigner",
+    "PendingSignature",
     "canonicalize_body_relaxed",
     "canonicalize_header_relaxed",
     "dns_record",
@@ -156,6 +157,11 @@ class DkimSigner:
 
     def sign(self, message: bytes, *, timestamp: int | None = None) -> bytes:
         """The message (CRLF line endings, ending in CRLF) with a ``DKIM-Signature`` header on top."""
+        pending = self.prepare(message, timestamp=timestamp)
+        return pending.complete(self.signature(pending))
+
+    def prepare(self, message: bytes, *, timestamp: int | None = None) -> PendingSignature:
+        """Everything of :meth:`sign` before the RSA signature: canonical forms and hashes (Python's work)."""
         message = _crlf(message)
         end = message.find(b"\r\n\r\n")
         if end < 0:
@@ -186,10 +192,27 @@ class DkimSigner:
         ).encode("ascii")
         # The signature header itself is hashed last, with an empty b= and no final CRLF (§3.7).
         chunks.append(canonicalize_header_relaxed(b"DKIM-Signature: " + unsigned)[:-2])
-        signature = self._key.sign(b"".join(chunks), padding.PKCS1v15(), hashes.SHA256())
+        return PendingSignature(b"DKIM-Signature: " + unsigned, b"".join(chunks), message)
+
+    def signature(self, pending: PendingSignature) -> bytes:
+        """The RSA signature of a prepared message. OpenSSL computes it without holding Python's
+        interpreter lock, so other threads run meanwhile (the sender's builder relies on it)."""
+        return self._key.sign(pending.signed_data, padding.PKCS1v15(), hashes.SHA256())
+
+
+@dataclass(frozen=True, slots=True)
+class PendingSignature:
+    """A message prepared for signing: its ``DKIM-Signature`` header up to ``b=``, and the data to sign."""
+
+    header: bytes
+    signed_data: bytes
+    message: bytes
+
+    def complete(self, signature: bytes) -> bytes:
+        """The message with its ``DKIM-Signature`` header on top, ``b=`` folded to 72 characters a line."""
         encoded = base64.b64encode(signature)
         folded = b"\r\n\t".join(encoded[i : i + 72] for i in range(0, len(encoded), 72))
-        return b"DKIM-Signature: " + unsigned + folded + b"\r\n" + message
+        return self.header + folded + b"\r\n" + self.message
 
 
 def verify(message: bytes, dns_txt: Callable[[str], str | None]) -> bool:
