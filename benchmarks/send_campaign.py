@@ -792,7 +792,12 @@ def report(runs: list[DatabaseRun], args: argparse.Namespace) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--contacts", type=int, default=100_000)
-    parser.add_argument("--connections", type=int, default=4, help="SMTP connections per worker (and baseline)")
+    parser.add_argument(
+        "--connections",
+        type=int,
+        default=4,
+        help="SMTP connections per worker (the baseline: as many as the campaign has)",
+    )
     parser.add_argument("--workers", default="1,2", help="worker process counts to measure on PostgreSQL")
     parser.add_argument("--database", choices=["sqlite", "postgresql", "both"], default="both")
     parser.add_argument("--pg-url", default=DEFAULT_PG_URL, help="a PostgreSQL server where CREATE DATABASE works")
