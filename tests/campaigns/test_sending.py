@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from zgoda.campaigns import domains, sending
 from zgoda.campaigns import service as campaigns
 from zgoda.campaigns.models import CampaignStatus, Send, SendStatus
 from zgoda.consent.models import ConsentEvent
+from zgoda.core.clock import utcnow
 from zgoda.core.db import Database
 from zgoda.core.errors import Conflict, InvalidInput
 from zgoda.core.settings import Settings
@@ -240,10 +242,6 @@ def test_a_campaign_needs_the_senders_identity(session: Session) -> None:
 
 
 def test_scheduling_in_the_past_is_refused_and_cancel_before_start_works(session: Session) -> None:
-    from datetime import timedelta
-
-    from zgoda.core.clock import utcnow
-
     setup = sending_setup(session, eligible=1)
     with pytest.raises(InvalidInput) as error:
         campaigns.send_campaign(session, campaign_id=setup.campaign.id, at=utcnow() - timedelta(minutes=1))
@@ -423,11 +421,8 @@ def test_a_cancel_during_sending_leaves_nothing_pending(db: Database, session: S
 def test_a_scheduled_campaign_that_could_not_start_is_started_by_resume(
     db: Database, session: Session, settings: Settings, sink: SmtpSink
 ) -> None:
-    from datetime import timedelta
-
     from tests.support.sending import CONTROLLER
     from zgoda.accounts import service as accounts
-    from zgoda.core.clock import utcnow
 
     setup = sending_setup(session, eligible=2, controller=False)
     setup.campaign.status = CampaignStatus.SCHEDULED  # its time has come (scheduling in the past is refused)
@@ -448,10 +443,6 @@ def test_a_scheduled_campaign_that_could_not_start_is_started_by_resume(
 
 
 def test_sends_a_dead_worker_held_in_a_cancelled_campaign_are_cancelled(db: Database, session: Session) -> None:
-    from datetime import timedelta
-
-    from zgoda.core.clock import utcnow
-
     setup = _started(db, session, eligible=3)
     claimed = _claim(db, setup, worker="dead", size=2, lease=0.01)  # a worker claims two sends, then dies
     assert len(claimed) == 2
@@ -471,10 +462,6 @@ def test_a_claim_takes_abandoned_sends_first_then_the_lowest_pending_and_never_i
 ) -> None:
     """Two queries since migration 0008 (each answered by the index on (campaign_id, status, id)); together
     they take what the one query with OR took."""
-    from datetime import timedelta
-
-    from zgoda.core.clock import utcnow
-
     setup = _started(db, session, eligible=6)
     ids = sorted(session.scalars(select(Send.id).where(Send.campaign_id == setup.campaign.id)))
     dead = _claim(db, setup, worker="dead", size=2)
@@ -518,11 +505,7 @@ def test_renewing_leases_never_waits_for_a_row_the_group_commit_holds(fresh_data
     """PostgreSQL: renewing while a commit holds some of the worker's rows skips them (waiting could deadlock)."""
     if not fresh_database_url.startswith("postgresql"):
         pytest.skip("row locks: PostgreSQL only (SQLite serialises whole transactions)")
-    from datetime import timedelta
-
     from sqlalchemy import text
-
-    from zgoda.core.clock import utcnow
 
     db = Database.from_url(fresh_database_url)
     with db.transaction() as session:
