@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import gc
+import hashlib
 import io
 import platform
 import pstats
@@ -35,11 +36,11 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 from pg_databases import create_pg_database, drop_pg_database  # beside this script
 from sqlalchemy import Column, MetaData, Table, event, insert, select
@@ -333,12 +334,12 @@ _COMMIT = "-- commit"
 
 
 class _CapturingCursor(sqlite3.Cursor):
-    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+    def execute(self, sql: str, parameters: Any = (), /) -> Self:
         if _capturing is not None:
             _capturing.append((sql, parameters, False))
         return super().execute(sql, parameters)
 
-    def executemany(self, sql: str, parameters: Any, /) -> sqlite3.Cursor:
+    def executemany(self, sql: str, parameters: Any, /) -> Self:
         if _capturing is not None:
             parameters = list(parameters)
             _capturing.append((sql, parameters, True))
@@ -385,26 +386,23 @@ def _sqlite_copy(database: Database, name: str) -> Path | None:
         return None
     original = Path(database.engine.url.database)
     target = original.with_name(name)
-    with sqlite3.connect(original) as source, sqlite3.connect(target) as copy:
+    with closing(sqlite3.connect(original)) as source, closing(sqlite3.connect(target)) as copy:
         source.backup(copy)
-    source.close()
-    copy.close()
     return target
 
 
 def _ledger_summary(database: Database) -> tuple[Any, ...]:
-    """Rows in the three ledger tables, the chain's last hash and a digest of the states, to tell two
-    databases' ledgers apart."""
+    """What tells two databases' ledgers apart: the events' and evidence rows' counts, the chain's last
+    hash, and a digest of every state row."""
     with database.engine.connect() as connection:
-        return tuple(
-            connection.exec_driver_sql(
-                "SELECT (SELECT count(*) FROM consent_events), (SELECT count(*) FROM consent_evidence), "
-                "(SELECT hash FROM consent_events ORDER BY seq DESC LIMIT 1), "
-                "(SELECT count(*) FROM consent_states), "
-                "(SELECT sum(event_id) FROM consent_states), "
-                "(SELECT count(DISTINCT status || last_occurred_at) FROM consent_states)"
-            ).one()
-        )
+        counts = connection.exec_driver_sql(
+            "SELECT (SELECT count(*) FROM consent_events), (SELECT count(*) FROM consent_evidence), "
+            "(SELECT hash FROM consent_events ORDER BY seq DESC LIMIT 1)"
+        ).one()
+        states = hashlib.sha256()
+        for row in connection.exec_driver_sql("SELECT * FROM consent_states ORDER BY id"):
+            states.update(repr(tuple(row)).encode())
+    return (*counts, states.hexdigest())
 
 
 def replay_statements(path: Path, statements: list[tuple[str, Any, bool]]) -> float:
