@@ -13,6 +13,7 @@ from tests.support.factories import as_system
 from zgoda.consent import ledger, purposes
 from zgoda.consent.models import ConsentEvidence, ConsentState
 from zgoda.consent.verify import verify_ledger_chains, verify_states
+from zgoda.contacts import service as contacts
 from zgoda.core.clock import utcnow
 from zgoda.core.errors import InvalidInput
 
@@ -154,3 +155,37 @@ def test_validity_is_counted_in_exact_days_across_a_dst_change(session: Session)
     assert state.expires_at == winter.astimezone(UTC) + timedelta(days=730)
     _, problem = verify_states(session)[workspace.id]
     assert problem is None, problem
+
+
+def test_consent_counts_per_purpose_read_a_lapsed_grant_as_expired_and_stay_in_the_workspace(
+    session: Session,
+) -> None:
+    other, stranger = workspace_with_contact(session, "obcy@example.pl")
+    record(session, stranger, "grant", at=utcnow() - timedelta(days=1))
+    _, anna = workspace_with_contact(session, "anna@example.pl")
+    email = purposes.purpose_by_key(session, "email_marketing")
+    purposes.update_purpose(session, purpose_id=email.id, validity_days=730)
+    people = {
+        name: contacts.upsert_contact(session, contacts.ContactData(email=f"{name}@example.pl")).contact
+        for name in ("old", "pending", "gone", "unknown")
+    }
+    now = utcnow()
+    record(session, anna, "grant", at=now - timedelta(days=10))
+    record(session, anna, "grant", purpose="sms_marketing", at=now - timedelta(days=10))
+    record(session, people["old"], "grant", at=now - timedelta(days=800))  # past the 730 days
+    record(session, people["pending"], "grant", method="web_form", requires_confirmation=True, at=now)
+    record(session, people["gone"], "grant", at=now - timedelta(days=5))
+    record(session, people["gone"], "withdraw", at=now - timedelta(days=1))
+    record(session, people["unknown"], "grant", method="import", legal_basis="unknown", at=now)
+
+    counts = ledger.consent_counts(session, now=now)
+
+    assert counts[email.id] == {"granted": 1, "pending": 1, "expired": 1, "withdrawn": 1, "none": 1}
+    sms = purposes.purpose_by_key(session, "sms_marketing")
+    assert counts[sms.id] == {"granted": 1, "pending": 0, "expired": 0, "withdrawn": 0, "none": 0}
+    assert set(counts) == {email.id, sms.id}  # the other workspace's grant is not here
+    as_system(session, other)
+    theirs = purposes.purpose_by_key(session, "email_marketing")
+    assert ledger.consent_counts(session, now=now) == {
+        theirs.id: {"granted": 1, "pending": 0, "expired": 0, "withdrawn": 0, "none": 0}
+    }

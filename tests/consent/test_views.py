@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from tests.support.consent import record
+from tests.support.consent import record, workspace_with_contact
 from tests.support.factories import as_system
 from tests.support.web import Browser
 from zgoda.accounts.roles import Role
@@ -264,3 +264,33 @@ def test_another_workspaces_contact_page_is_a_404(browser: Browser, client: Test
     response = browser.post(f"/contacts/{contact.id}/consents", purpose="email_marketing", type="grant")
     assert response.status_code == 404
     assert "tajne@example.pl" not in browser.page("/contacts?q=tajne")
+
+
+# --- dashboard -------------------------------------------------------------------------------
+
+
+def test_the_dashboard_counts_consent_per_purpose_in_this_workspace_only(browser: Browser) -> None:
+    elsewhere, stranger = workspace_with_contact(browser.session, "obcy@example.pl")
+    record(browser.session, stranger, "grant", at=utcnow() - timedelta(days=1))
+    anna = _contact(browser, "anna@example.pl")
+    jan = _contact(browser, "jan@example.pl")
+    browser.scoped()
+    record(browser.session, anna, "grant", at=utcnow() - timedelta(days=2))
+    record(browser.session, jan, "grant", at=utcnow() - timedelta(days=2))
+    record(browser.session, jan, "withdraw", at=utcnow() - timedelta(days=1))
+    browser.session.commit()
+
+    html = browser.sign_in(Role.VIEWER).page("/")
+
+    def cell(purpose: str, status: str) -> str:
+        row = re.search(rf'<tr data-purpose="{purpose}">(.*?)</tr>', html, re.S)
+        assert row is not None, f"no row for {purpose}"
+        found = re.search(rf'data-status="{status}">(\d+)<', row.group(1))
+        assert found is not None
+        return found.group(1)
+
+    assert cell("email_marketing", "granted") == "1"  # not 2: the other workspace's grant is its own
+    assert cell("email_marketing", "withdrawn") == "1"
+    assert cell("sms_marketing", "granted") == "0"
+    assert re.search(r'<div class="value">2</div><a href="/w/[^"]+/contacts">contacts', html)
+    assert elsewhere.slug not in html

@@ -14,6 +14,9 @@ from zgoda.accounts import service
 from zgoda.accounts.roles import Role
 from zgoda.accounts.schemas import WorkspaceSettingsUpdate
 from zgoda.audit import service as audit
+from zgoda.consent import ledger, purposes
+from zgoda.consent.models import ConsentStatus, Purpose
+from zgoda.contacts import service as contacts
 from zgoda.core.crypto import constant_time_equal, new_token
 from zgoda.core.errors import AuthenticationFailed, CsrfFailed, InvalidInput, RateLimited, ZgodaError
 from zgoda.core.settings import Settings
@@ -185,8 +188,26 @@ def dashboard(request: Request, slug: str, ctx: RequestContext = require("worksp
     figures = {"members": len(members), "audit_entries": audit.count_entries(ctx.session)}
     if ctx.can("tokens.read"):
         figures["api_tokens"] = sum(1 for t in service.list_api_tokens(ctx.session) if t.revoked_at is None)
+    consent: list[tuple[Purpose, dict[str, int]]] = []
+    if ctx.can("consent.read"):
+        figures["contacts"] = contacts.search_contacts(ctx.session, limit=0)[1]
+        counts = ledger.consent_counts(ctx.session)
+        none = {status.value: 0 for status in ConsentStatus}
+        consent = [(purpose, counts.get(purpose.id, none)) for purpose in purposes.list_purposes(ctx.session)]
     recent = audit.list_entries(ctx.session, limit=8)
-    return render(request, "accounts/dashboard.html", ctx, figures=figures, recent=recent)
+    return render(
+        request, "accounts/dashboard.html", ctx, figures=figures, consent=consent, statuses=_STATUSES, recent=recent
+    )
+
+
+# the dashboard's consent columns: what may be sent on first, then what may not
+_STATUSES = (
+    ConsentStatus.GRANTED.value,
+    ConsentStatus.PENDING.value,
+    ConsentStatus.EXPIRED.value,
+    ConsentStatus.WITHDRAWN.value,
+    ConsentStatus.NONE.value,
+)
 
 
 @router.get("/w/{slug}/members", response_class=HTMLResponse)

@@ -33,6 +33,8 @@ from sqlalchemy import (
     and_,
     any_,
     bindparam,
+    case,
+    func,
     insert,
     or_,
     select,
@@ -45,6 +47,7 @@ from zgoda.consent.models import (
     ConsentEvent,
     ConsentEvidence,
     ConsentState,
+    ConsentStatus,
     EventType,
     LegalBasis,
     Method,
@@ -910,3 +913,24 @@ def evidence_of(session: Session, *, event_ids: Sequence[int]) -> dict[int, Cons
         return {}
     rows = session.scalars(select(ConsentEvidence).where(ConsentEvidence.event_id.in_(event_ids)))
     return {row.event_id: row for row in rows}
+
+
+def consent_counts(session: Session, *, now: datetime | None = None) -> dict[int, dict[str, int]]:
+    """How many contacts each purpose of the workspace has in each consent status, as of ``now``.
+
+    Read from the materialised states, the way the send gate reads them: a grant past its purpose's
+    validity counts as ``expired``, not ``granted``. Purposes nobody has a state for are missing.
+    """
+    now = now or utcnow()
+    lapsed = and_(ConsentState.status == ConsentStatus.GRANTED, ConsentState.expires_at <= now)
+    statement = select(
+        ConsentState.purpose_id,
+        ConsentState.status,
+        func.count(),
+        func.coalesce(func.sum(case((lapsed, 1), else_=0)), 0),
+    ).group_by(ConsentState.purpose_id, ConsentState.status)
+    counts: dict[int, dict[str, int]] = defaultdict(lambda: {status.value: 0 for status in ConsentStatus})
+    for purpose_id, status, total, expired in session.execute(statement):
+        counts[purpose_id][status] += total - expired
+        counts[purpose_id][ConsentStatus.EXPIRED.value] += expired
+    return dict(counts)
