@@ -919,7 +919,9 @@ def consent_counts(session: Session, *, now: datetime | None = None) -> dict[int
     """How many contacts each purpose of the workspace has in each consent status, as of ``now``.
 
     Read from the materialised states, the way the send gate reads them: a grant past its purpose's
-    validity counts as ``expired``, not ``granted``. Purposes nobody has a state for are missing.
+    validity counts as ``expired``, not ``granted``. Purposes nobody has a state for are missing. One pass
+    over the workspace's states (1,000,000 of them: 0.64 s on PostgreSQL, 1.9 s on SQLite, on the slow
+    2-vCPU test machine of docs/benchmarks.md's eleventh ledger round).
     """
     now = now or utcnow()
     lapsed = and_(ConsentState.status == ConsentStatus.GRANTED, ConsentState.expires_at <= now)
