@@ -188,9 +188,10 @@ def dashboard(request: Request, slug: str, ctx: RequestContext = require("worksp
     figures = {"members": len(members), "audit_entries": audit.count_entries(ctx.session)}
     if ctx.can("tokens.read"):
         figures["api_tokens"] = sum(1 for t in service.list_api_tokens(ctx.session) if t.revoked_at is None)
+    if ctx.can("contacts.read"):
+        figures["contacts"] = contacts.search_contacts(ctx.session, limit=0)[1]
     consent: list[tuple[Purpose, dict[str, int]]] = []
     if ctx.can("consent.read"):
-        figures["contacts"] = contacts.search_contacts(ctx.session, limit=0)[1]
         counts = ledger.consent_counts(ctx.session)
         none = {status.value: 0 for status in ConsentStatus}
         consent = [(purpose, counts.get(purpose.id, none)) for purpose in purposes.list_purposes(ctx.session)]
