@@ -193,8 +193,7 @@ def dashboard(request: Request, slug: str, ctx: RequestContext = require("worksp
     consent: list[tuple[Purpose, dict[str, int]]] = []
     if ctx.can("consent.read"):
         counts = ledger.consent_counts(ctx.session)
-        none = {status.value: 0 for status in ConsentStatus}
-        consent = [(purpose, counts.get(purpose.id, none)) for purpose in purposes.list_purposes(ctx.session)]
+        consent = [(purpose, counts.get(purpose.id, {})) for purpose in purposes.list_purposes(ctx.session)]
     recent = audit.list_entries(ctx.session, limit=8)
     return render(
         request, "accounts/dashboard.html", ctx, figures=figures, consent=consent, statuses=_STATUSES, recent=recent

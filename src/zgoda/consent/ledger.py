@@ -929,7 +929,7 @@ def consent_counts(session: Session, *, now: datetime | None = None) -> dict[int
         ConsentState.purpose_id,
         ConsentState.status,
         func.count(),
-        func.coalesce(func.sum(case((lapsed, 1), else_=0)), 0),
+        func.sum(case((lapsed, 1), else_=0)),  # a group has rows: never NULL
     ).group_by(ConsentState.purpose_id, ConsentState.status)
     counts: dict[int, dict[str, int]] = defaultdict(lambda: {status.value: 0 for status in ConsentStatus})
     for purpose_id, status, total, expired in session.execute(statement):
