@@ -78,6 +78,41 @@ def test_unknown_and_non_text_charsets_fall_back() -> None:
         assert report.reason == BounceReason.USER_UNKNOWN, charset
 
 
+def test_a_charset_name_with_a_nul_beside_8bit_text() -> None:
+    """Found by test_mutated_samples_never_raise: the standard library raises ValueError decoding a payload
+    with raw 8-bit bytes under such a charset name; the parser reads the stored bytes itself."""
+    sample = (SAMPLES / "ses/sns_complaint.eml").read_bytes()
+    raw = sample.replace(b"charset=us-ascii\n", b"charset=\x00us-ascii\n\x80", 1)
+    assert raw != sample
+    report = _only(_sound(parse_message(raw)))
+    assert report.kind == FeedbackKind.COMPLAINT
+    assert report.recipient == "roman.glowacki@example.com"
+
+
+def test_8bit_text_in_a_declared_charset_is_decoded_once() -> None:
+    """An ISO-8859-2 bounce sent as 8-bit (no transfer encoding), recognised by its Polish wording alone:
+    decoded twice, "Nie udało się" would read "Nie udaĹ‚o siÄ™" and the diagnostic would be mojibake."""
+    text = (
+        "Ta wiadomość została utworzona automatycznie.\n\n"
+        "Nie udało się dostarczyć wiadomości do następujących odbiorców:\n\n"
+        "  kasia.wozniak@example.pl\n"
+        "    550 5.1.1 Użytkownik nie istnieje\n"
+    )
+    raw = (
+        b"From: Poczta <poczta@poczta.example.pl>\n"
+        b"To: bounces+v2irtotzxf5q2qb62hffueih6y@bounce.zgoda.example\n"
+        b"Subject: Informacja\n"
+        b"MIME-Version: 1.0\n"
+        b"Content-Type: text/plain; charset=iso-8859-2\n"
+        b"Content-Transfer-Encoding: 8bit\n\n" + text.encode("iso-8859-2")
+    )
+    report = _only(_sound(parse_message(raw)))
+    assert report.kind == FeedbackKind.BOUNCE
+    assert report.recipient == "kasia.wozniak@example.pl"
+    assert report.reason == BounceReason.USER_UNKNOWN
+    assert report.diagnostic is not None and "Użytkownik nie istnieje" in report.diagnostic
+
+
 def test_invalid_utf8_and_raw_8bit_headers() -> None:
     raw = EXIM.replace(b"Subject: Mail", b"Subject: \xff\xfe Nie dor\xeaczono \xc3\x28 Mail").replace(
         b"User unknown", b"U\xbfytkownik nie istnieje \xe2\x82"

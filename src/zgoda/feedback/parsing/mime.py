@@ -115,9 +115,21 @@ def content_param(part: Message, name: str) -> str:
     return str(value).strip().lower() if value else ""
 
 
+def stored_payload(part: Message) -> object:
+    """A part's payload as the parser stored it: a list of sub-parts, or text in which 8-bit bytes are
+    surrogates (``surrogateescape``).
+
+    ``get_payload()`` would first decode such bytes with the part's charset and hand back text that
+    :func:`part_text` then decodes again (ISO-8859-2 "Zażółć" came out "ZaĹźĂłĹ‚Ä‡"), and it raises
+    ``ValueError`` for a charset name the codec registry refuses (one with a NUL in it). compat32's
+    ``Message`` keeps the parsed payload in ``_payload``, as its own generator reads it.
+    """
+    return part._payload  # type: ignore[attr-defined]
+
+
 def children(part: Message) -> list[Message]:
     """The sub-parts of a multipart or of a ``message/*`` part (its embedded message); [] for a leaf."""
-    payload = part.get_payload()
+    payload = stored_payload(part)
     if isinstance(payload, list):
         return [child for child in payload if isinstance(child, Message)]
     return []
@@ -142,7 +154,7 @@ def walk(message: Message, *, into_messages: bool) -> Iterator[Message]:
 
 def part_text(part: Message, limit: int = TEXT_LIMIT) -> str:
     """The decoded text of a leaf part, at most about ``limit`` characters, with ``\\n`` line ends."""
-    payload = part.get_payload()
+    payload = stored_payload(part)
     if not isinstance(payload, str):
         return ""
     data = _transfer_decode(payload, _encoding(part), limit)
