@@ -178,6 +178,8 @@ def test_schedule_in_the_past_is_refused_and_naive_times_are_workspace_time(api:
     campaign_id = _draft(api)
     past = api.post(f"/campaigns/{campaign_id}/send", json={"scheduled_at": "2020-01-01T10:00:00"})
     assert past.status_code == 422 and error_field(past) == "scheduled_at"
+    beyond = api.post(f"/campaigns/{campaign_id}/send", json={"scheduled_at": "9999-12-31T23:59:59-07:30"})
+    assert beyond.status_code == 422 and error_field(beyond) == "scheduled_at"  # later than any UTC time
     assert api.get(f"/campaigns/{campaign_id}").json()["status"] == "draft"
 
     zone = ZoneInfo(api.session.get(Workspace, api.workspace.id).time_zone)  # type: ignore[union-attr]

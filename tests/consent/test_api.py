@@ -256,6 +256,7 @@ def test_a_late_grant_does_not_override_a_newer_withdrawal(api: Api) -> None:
         ({"source": "Nowhere"}, "source"),
         ({"occurred_at": "FUTURE"}, "occurred_at"),
         ({"occurred_at": "2026-01-01T10:00:00"}, "occurred_at"),  # no time zone
+        ({"occurred_at": "0001-01-01T00:00:00+02:00"}, "occurred_at"),  # before the first UTC time there is
         ({"evidence": {"user_agent": "x" * 5000}}, "evidence.user_agent"),
         ({"evidence": {"ip": "not-an-ip"}}, "evidence.ip"),
         ({"evidence": {"file_sha256": "abc"}}, "evidence.file_sha256"),
@@ -296,6 +297,9 @@ def test_state_at_needs_a_zoned_moment_and_a_known_purpose(api: Api) -> None:
     contact_id = api.contact()
     naive = api.get(f"/contacts/{contact_id}/consents/email_marketing/at", params={"moment": "2026-01-01T10:00:00"})
     assert naive.status_code == 422 and error_field(naive) == "moment"
+    for outside in ("0001-01-01T00:00:00+02:00", "9999-12-31T23:59:59-07:30"):  # no UTC time holds them
+        response = api.get(f"/contacts/{contact_id}/consents/email_marketing/at", params={"moment": outside})
+        assert response.status_code == 422 and error_field(response) == "moment", outside
     unknown = api.get(f"/contacts/{contact_id}/consents/carrier_pigeon/at", params={"moment": _iso(utcnow())})
     assert unknown.status_code == 404 and error_field(unknown) == "purpose_key"
 

@@ -234,10 +234,17 @@ def test_bad_rows_are_reported_and_the_rest_imported(
         "p@example.com,123,tak\n"
         "q@example.com,,perhaps\n"
         "r@example.com,,2999-01-01\n"
+        "s@example.com,,01.01.0001\n"  # a placeholder date, east of Greenwich: no UTC time exists for it
     )
     job = _import(session, db, source, tmp_path, content)
     rejected = {(r["row"], r["field"]) for r in imports.report(session, job)["rejected"]}
-    assert rejected == {(3, "email"), (4, "telefon"), (5, "email_marketing"), (6, "email_marketing")}
+    assert rejected == {
+        (3, "email"),
+        (4, "telefon"),
+        (5, "email_marketing"),
+        (6, "email_marketing"),
+        (7, "email_marketing"),
+    }
     assert job.counts["contacts_created"] == 1
 
 

@@ -25,7 +25,7 @@ from zgoda.campaigns.rendering import CompiledTemplate, compile_template
 from zgoda.consent import purposes
 from zgoda.consent.models import Channel, Notice, Purpose
 from zgoda.contacts.models import Contact
-from zgoda.core.clock import utcnow
+from zgoda.core.clock import as_utc, utcnow
 from zgoda.core.errors import Conflict, InvalidInput, NotFound
 from zgoda.core.tenancy import current_actor, current_workspace_id, get_scoped
 
@@ -368,6 +368,7 @@ def send_campaign(session: Session, *, campaign_id: int, at: datetime | None = N
             workspace = session.get(Workspace, campaign.workspace_id)
             assert workspace is not None
             at = at.replace(tzinfo=ZoneInfo(workspace.time_zone))
+        as_utc(at, "scheduled_at")
         if at <= now:
             raise InvalidInput("The time to send is in the past.", field="scheduled_at")
         campaign.status = CampaignStatus.SCHEDULED

@@ -58,7 +58,7 @@ from zgoda.consent.models import (
 from zgoda.consent.state import Fact, StateValue, apply, order_key, replay, replay_until
 from zgoda.contacts.models import Contact
 from zgoda.core.chain import chain_head, hash_rows, lock_chain
-from zgoda.core.clock import utcnow
+from zgoda.core.clock import as_utc, utcnow
 from zgoda.core.db import UTCDateTime
 from zgoda.core.errors import InvalidInput
 from zgoda.core.tenancy import Actor, current_actor, current_workspace_id, unscoped
@@ -231,6 +231,8 @@ def _validate(event: NewEvent, now: datetime, workspace_id: int, seen: _Seen | N
         raise InvalidInput("occurred_at needs a time zone (e.g. 2026-05-01T10:00:00Z).", field="occurred_at")
     if occurred > now + CLOCK_SKEW:
         raise InvalidInput("occurred_at is in the future.", field="occurred_at")
+    if occurred.year == 1:  # the only past times UTC cannot hold
+        as_utc(occurred, "occurred_at")
     contact_workspace, _, _, erased = seen.contact(event.contact)
     if contact_workspace != workspace_id:
         raise InvalidInput("This contact belongs to another workspace.", field="contact")
@@ -883,6 +885,7 @@ def pair_facts(session: Session, *, contact_id: int, purpose_id: int, until: dat
 
 def state_at(session: Session, *, contact: Contact, purpose: Purpose, moment: datetime) -> str:
     """The consent status of ``contact`` for ``purpose`` at any past moment, from the ledger."""
+    as_utc(moment, "moment")
     facts = pair_facts(session, contact_id=contact.id, purpose_id=purpose.id, until=moment)
     return replay_until(facts, _validity(purpose), moment)
 

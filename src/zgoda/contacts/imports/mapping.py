@@ -15,7 +15,7 @@ import json
 import re
 import unicodedata
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, time
+from datetime import UTC, datetime, time
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -199,7 +199,12 @@ def parse_time(text: str, *, zone: ZoneInfo) -> datetime:
             if "T" in text or ":" in text
             else datetime.combine(datetime.fromisoformat(text).date(), time())
         )
-    return moment if moment.tzinfo else moment.replace(tzinfo=zone)
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=zone)
+    try:
+        moment.astimezone(UTC)
+    except OverflowError:  # 1 January of year 1 east of Greenwich: no UTC time to store
+        raise ValueError(f"'{text}' is out of range") from None
+    return moment
 
 
 def parse_legal_basis(value: str) -> str | None:
