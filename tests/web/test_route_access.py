@@ -404,3 +404,39 @@ def test_revoked_tokens_are_refused(caller: Caller, pair: TenantPair, session: S
     response = caller.call("GET", "/api/v1/workspace", caller.bearer(pair.tokens_a[Role.OWNER]))
     assert response.status_code == 401
     assert "revoked" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("beyond", ["99999999999999999999", "9223372036854775808", "\u0663"])
+def test_an_id_no_database_column_holds_is_not_found(
+    app: FastAPI, caller: Caller, pair: TenantPair, session: Session, beyond: str
+) -> None:
+    """An id past the 64-bit integer range (SQLite's, PostgreSQL's bigint) or not in ASCII digits: 404, not a 500."""
+    checked = 0
+    for route in _routes(app):
+        if _permission_of(route.dependant) is None:
+            continue
+        params = [param.name for param in route.dependant.path_params if param.field_info.annotation is int]
+        if not params:
+            continue
+        for method, _ in _calls(route):
+            headers = (
+                caller.bearer(pair.tokens_a[Role.OWNER]) if _is_api(route) else caller.browser(pair.users_a[Role.OWNER])
+            )
+            for wrong in params:
+                path = route.path
+                for name in PATH_PARAM.findall(route.path):
+                    value = (
+                        pair.a.slug
+                        if name == "slug"
+                        else beyond
+                        if name == wrong
+                        else str(ID_FACTORIES[name](session, pair.a))
+                    )
+                    path = re.sub(r"{" + name + r"(?::[^}]+)?}", value, path)
+                session.commit()
+                response = caller.call(method, path, headers)
+                assert response.status_code == 404, (
+                    f"{method} {route.path} with {wrong}={beyond}: {response.status_code}"
+                )
+                checked += 1
+    assert checked >= 30

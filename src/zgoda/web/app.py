@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 
@@ -17,6 +17,7 @@ from zgoda.feedback import hooks as feedback_hooks
 from zgoda.feedback import public_views as feedback_public_views
 from zgoda.feedback import tracking_views as feedback_tracking_views
 from zgoda.web import problems
+from zgoda.web.context import ids_in_range
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
@@ -51,6 +52,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         openapi_url="/api/v1/openapi.json",
         docs_url="/api/v1/docs",
         redoc_url=None,
+        dependencies=[Depends(ids_in_range)],
     )
     app.state.settings = settings
     configure_tasks(settings)

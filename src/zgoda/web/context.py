@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.routing import APIRoute
 from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
 
@@ -203,6 +204,31 @@ def require(permission: str) -> Any:
     return Depends(dependency)
 
 
+MAX_ID = 2**63 - 1
+"""The largest id a row can have: SQLite's INTEGER and PostgreSQL's BIGINT are 64-bit."""
+
+
+def is_row_id(raw: str) -> bool:
+    """Whether a path segment is a number a row could have: ASCII digits (``str.isdigit`` also takes "²"
+    and "٣") up to :data:`MAX_ID`. A larger one is no row, and binding it to a query would fail as an
+    OverflowError."""
+    return raw.isascii() and raw.isdigit() and int(raw) <= MAX_ID
+
+
+def ids_in_range(request: Request) -> None:
+    """An application-wide dependency: a route's ``int`` path parameter that is not a row id answers 404.
+
+    Validation takes numbers of any size, and every route looks its ids up in some service, where a number
+    past the id columns' range would fail as a 500; one check here covers every route, present and future.
+    """
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute):
+        return
+    for param in route.dependant.path_params:
+        if param.field_info.annotation is int and not is_row_id(str(request.path_params.get(param.name, ""))):
+            raise NotFound("There is nothing at this address.", field=param.name)
+
+
 def require_existing(permission: str, **lookups: Callable[[Session, int], object]) -> Any:
     """Like :func:`require`, and each named path id must be an object of the caller's workspace.
 
@@ -214,7 +240,7 @@ def require_existing(permission: str, **lookups: Callable[[Session, int], object
     def dependency(request: Request, ctx: RequestContext = guard) -> RequestContext:
         for name, lookup in lookups.items():
             raw = str(request.path_params.get(name, ""))
-            if not raw.isdigit():
+            if not is_row_id(raw):
                 raise NotFound("There is nothing at this address.", field=name)
             lookup(ctx.session, int(raw))
         return ctx
