@@ -75,6 +75,11 @@ def test_list_input_errors_name_the_field(api: Api) -> None:
     assert duplicate.status_code == 409 and error_field(duplicate) == "name"
     unknown = api.post(f"/lists/{list_id}/members", json={"contact_ids": [123_456_789]})
     assert unknown.status_code == 422 and error_field(unknown) == "contact_ids"
+    for huge in (2**31, 2**63, 10**30):  # past the id columns: named, not a server error
+        beyond = api.post(f"/lists/{list_id}/members", json={"contact_ids": [huge]})
+        assert beyond.status_code == 422 and error_field(beyond) == "contact_ids", huge
+        beyond = api.post(f"/lists/{list_id}/members", json={"source_id": huge})
+        assert beyond.status_code == 422 and error_field(beyond) == "source_id", huge
     nothing = api.post(f"/lists/{list_id}/members", json={})
     assert nothing.status_code == 422 and error_field(nothing) == "contact_ids"
     bad_source = api.post(

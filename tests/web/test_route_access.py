@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 from fastapi import FastAPI
@@ -440,3 +440,31 @@ def test_an_id_no_database_column_holds_is_not_found(
                 )
                 checked += 1
     assert checked >= 30
+
+
+def test_an_integer_query_parameter_past_64_bits_is_named(
+    app: FastAPI, caller: Caller, pair: TenantPair, session: Session
+) -> None:
+    """Every integer query parameter (offsets, limits, ids) answers 422 naming itself, not a 500."""
+    checked = 0
+    for route in _routes(app):
+        if _permission_of(route.dependant) is None:
+            continue
+        names = [
+            param.alias
+            for param in route.dependant.query_params
+            if param.field_info.annotation is int or int in get_args(param.field_info.annotation)
+        ]
+        for method, _ in _calls(route):
+            headers = (
+                caller.bearer(pair.tokens_a[Role.OWNER]) if _is_api(route) else caller.browser(pair.users_a[Role.OWNER])
+            )
+            for name in names:
+                path = _fill(route, session, pair.a)
+                session.commit()
+                response = caller.call(method, f"{path}?{name}=99999999999999999999", headers)
+                assert response.status_code == 422, f"{method} {route.path}?{name}=...: {response.status_code}"
+                if _is_api(route):
+                    assert response.json()["errors"][0]["field"] == name
+                checked += 1
+    assert checked >= 10

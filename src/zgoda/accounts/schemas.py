@@ -3,20 +3,32 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from zgoda.accounts.roles import Role
 
+MAX_STORED_INT = 2**31 - 1
+"""The largest integer a request body may carry: PostgreSQL's INTEGER columns (ids included) hold no more."""
+
 
 class StrictInput(BaseModel):
-    """Base of every request body: unknown fields are refused, strings stripped."""
+    """Base of every request body: unknown fields are refused, strings stripped, and every integer (in lists
+    too) fits the database's INTEGER columns, so that none fails as a 500 when it is stored."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    @field_validator("*")
+    @classmethod
+    def _integers_the_database_holds(cls, value: Any) -> Any:
+        for number in value if isinstance(value, list | tuple | set) else (value,):
+            if type(number) is int and not -MAX_STORED_INT - 1 <= number <= MAX_STORED_INT:
+                raise ValueError(f"is out of range (at most {MAX_STORED_INT})")
+        return value
 
 
 class WorkspaceOut(BaseModel):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, get_args
 
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
@@ -16,7 +16,7 @@ from zgoda.accounts import service as accounts
 from zgoda.accounts.models import ApiToken, Membership, User, Workspace
 from zgoda.accounts.roles import Role, role_allows
 from zgoda.core.crypto import constant_time_equal, keyed_hash
-from zgoda.core.errors import AuthenticationRequired, CsrfFailed, NotFound, PermissionDenied
+from zgoda.core.errors import AuthenticationRequired, CsrfFailed, InvalidInput, NotFound, PermissionDenied
 from zgoda.core.settings import Settings
 from zgoda.core.tenancy import Actor, bind_scope
 
@@ -215,11 +215,13 @@ def is_row_id(raw: str) -> bool:
     return raw.isascii() and raw.isdigit() and int(raw) <= MAX_ID
 
 
-def ids_in_range(request: Request) -> None:
-    """An application-wide dependency: a route's ``int`` path parameter that is not a row id answers 404.
+def numbers_in_range(request: Request) -> None:
+    """An application-wide dependency: no number in the address goes past what the database can bind.
 
-    Validation takes numbers of any size, and every route looks its ids up in some service, where a number
-    past the id columns' range would fail as a 500; one check here covers every route, present and future.
+    Validation takes integers of any size, and a route passes its path ids and integer query parameters to
+    some query, where a number past 64 bits fails as an OverflowError (a 500). A path id that is not a row
+    id answers 404; an integer query parameter past the range answers 422 naming it. One check here covers
+    every route, present and future.
     """
     route = request.scope.get("route")
     if not isinstance(route, APIRoute):
@@ -227,6 +229,17 @@ def ids_in_range(request: Request) -> None:
     for param in route.dependant.path_params:
         if param.field_info.annotation is int and not is_row_id(str(request.path_params.get(param.name, ""))):
             raise NotFound("There is nothing at this address.", field=param.name)
+    for param in route.dependant.query_params:
+        if not _takes_int(param.field_info.annotation):
+            continue
+        for raw in request.query_params.getlist(param.alias):
+            digits = raw.strip().removeprefix("-").removeprefix("+")
+            if digits.isascii() and digits.isdigit() and int(digits) > MAX_ID:
+                raise InvalidInput(f"{param.alias} is out of range.", field=param.alias)
+
+
+def _takes_int(annotation: Any) -> bool:
+    return annotation is int or int in get_args(annotation)
 
 
 def require_existing(permission: str, **lookups: Callable[[Session, int], object]) -> Any:
