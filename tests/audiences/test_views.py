@@ -69,6 +69,9 @@ def test_create_a_list_and_add_members_by_id_and_from_a_segment(browser: Browser
 
     bad = browser.post(f"/lists/{list_id}/members", contact_ids="12, abc")
     assert bad.status_code == 422 and "contact_ids" in bad.text
+    for wrong in ("\u00b2", "\u0663", "99999999999999999999"):  # digits to str.isdigit, not ids
+        bad = browser.post(f"/lists/{list_id}/members", contact_ids=wrong)
+        assert bad.status_code == 422 and "is not a contact id" in bad.text, wrong
     removed = browser.post(f"/lists/{list_id}/members/remove", contact_ids=str(anna))
     assert removed.status_code == 200 and "1 contact(s) removed" in removed.text
 

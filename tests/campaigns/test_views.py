@@ -49,6 +49,9 @@ def test_new_campaign_form_creates_a_draft_and_names_bad_fields(browser: Browser
     }
     bad = browser.post("/campaigns", **fields)
     assert bad.status_code == 422 and 'id="error-from_email"' in bad.text
+    for audience in ("list:\u00b2", "list:99999999999999999999"):
+        bad = browser.post("/campaigns", **{**fields, "audience": audience, "from_email": "news@kawiarnia.example.pl"})
+        assert bad.status_code == 422 and 'id="error-audience"' in bad.text, audience
     created = browser.post("/campaigns", **{**fields, "from_email": "news@kawiarnia.example.pl"})
     assert created.status_code == 200 and "Karta zimowa" in created.text and "Campaign created" in created.text
     assert browser.scoped().scalar(select(Campaign.status).where(Campaign.name == "Karta zimowa")) == "draft"
@@ -119,6 +122,8 @@ def test_template_editor_shows_errors_next_to_the_part_and_previews_in_a_sandbox
     index = browser.page("/templates")
     assert "Zima" in index
 
+    for no_contact in ("99999999999999999999", "\u00b2"):  # no contact has such an id: sample values
+        assert "<iframe sandbox srcdoc=" in browser.page(f"/templates/{template.id}?contact_id={no_contact}")
     page = browser.page(f"/templates/{template.id}?contact_id={contact.id}")
     assert "<iframe sandbox srcdoc=" in page and "Cześć Anna!" in page
     assert "&lt;h1&gt;" in page  # the html sits escaped inside the srcdoc attribute

@@ -177,3 +177,6 @@ def test_the_upload_and_mapping_pages(client: TestClient, session: Session, db: 
     assert "Import it for real" in job_page.text and "is not a valid email address" in job_page.text
     traversal = {**form, "staged_name": "../../etc/passwd"}
     assert client.post(f"/w/{workspace.slug}/imports/start", data=traversal).status_code == 422
+    for wrong in ("abc", "99999999999999999999"):  # not a source id: named, not a server error
+        refused = client.post(f"/w/{workspace.slug}/imports/start", data={**form, "source_id": wrong})
+        assert refused.status_code == 422 and "source_id" in refused.text, wrong

@@ -11,9 +11,7 @@ from email_validator import EmailNotValidError, validate_email
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from zgoda.accounts.roles import Role
-
-MAX_STORED_INT = 2**31 - 1
-"""The largest integer a request body may carry: PostgreSQL's INTEGER columns (ids included) hold no more."""
+from zgoda.core.db import MAX_INTEGER
 
 
 class StrictInput(BaseModel):
@@ -26,8 +24,8 @@ class StrictInput(BaseModel):
     @classmethod
     def _integers_the_database_holds(cls, value: Any) -> Any:
         for number in value if isinstance(value, list | tuple | set) else (value,):
-            if type(number) is int and not -MAX_STORED_INT - 1 <= number <= MAX_STORED_INT:
-                raise ValueError(f"is out of range (at most {MAX_STORED_INT})")
+            if type(number) is int and not -MAX_INTEGER - 1 <= number <= MAX_INTEGER:
+                raise ValueError(f"is out of range (at most {MAX_INTEGER})")
         return value
 
 

@@ -16,7 +16,7 @@ from zgoda.audiences.eligibility import Preview
 from zgoda.audiences.schemas import EXCLUSION_LABELS, ListCreate
 from zgoda.consent import purposes, sources
 from zgoda.core.errors import InvalidInput, ZgodaError
-from zgoda.web.context import RequestContext, require
+from zgoda.web.context import RequestContext, is_row_id, require
 from zgoda.web.forms import error_message, int_or_none
 from zgoda.web.templating import render
 
@@ -53,7 +53,7 @@ def parse_ids(text: str, *, field: str) -> list[int]:
     for part in re.split(r"[\s,;]+", text.strip()):
         if not part:
             continue
-        if not part.isdigit():
+        if not is_row_id(part):
             raise InvalidInput(f"'{part[:40]}' is not a contact id (a whole number).", field=field)
         ids.append(int(part))
     if not ids:

@@ -23,7 +23,7 @@ from zgoda.consent import purposes
 from zgoda.consent.models import Channel
 from zgoda.core.clock import utcnow
 from zgoda.core.errors import InvalidInput, ZgodaError
-from zgoda.web.context import RequestContext, require
+from zgoda.web.context import RequestContext, is_row_id, require
 from zgoda.web.forms import blank_to_none, error_message, int_or_none, local_moment
 from zgoda.web.templating import render
 
@@ -146,7 +146,7 @@ def template_page(
     contact_id: Annotated[str, Query(max_length=20)] = "",
 ) -> Response:
     """A template's editor, and its preview for a chosen contact (sample values without one)."""
-    chosen = int(contact_id) if contact_id.strip().isdigit() else None
+    chosen = int(contact_id) if is_row_id(contact_id.strip()) else None
     return _template_page(request, ctx, template_id, contact_id=chosen)
 
 
@@ -214,7 +214,7 @@ def campaign_new(request: Request, slug: str, ctx: RequestContext = require("cam
 def _audience(value: str) -> tuple[int | None, int | None]:
     """``list:3`` or ``segment:5`` from the audience select: (list_id, segment_id)."""
     kind, _, number = value.partition(":")
-    if kind not in ("list", "segment") or not number.isdigit():
+    if kind not in ("list", "segment") or not is_row_id(number):
         raise InvalidInput("Choose a list or a segment.", field="list_id")
     return (int(number), None) if kind == "list" else (None, int(number))
 

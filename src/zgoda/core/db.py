@@ -110,6 +110,12 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     return engine
 
 
+MAX_BIGINT = 2**63 - 1
+"""The largest integer either database binds in a query (SQLite's INTEGER, PostgreSQL's BIGINT)."""
+MAX_INTEGER = 2**31 - 1
+"""The largest value an INTEGER column (ids included) holds on PostgreSQL."""
+
+
 IDLE_PING_SECONDS = 10.0
 
 

@@ -16,6 +16,7 @@ from zgoda.accounts import service as accounts
 from zgoda.accounts.models import ApiToken, Membership, User, Workspace
 from zgoda.accounts.roles import Role, role_allows
 from zgoda.core.crypto import constant_time_equal, keyed_hash
+from zgoda.core.db import MAX_BIGINT
 from zgoda.core.errors import AuthenticationRequired, CsrfFailed, InvalidInput, NotFound, PermissionDenied
 from zgoda.core.settings import Settings
 from zgoda.core.tenancy import Actor, bind_scope
@@ -204,15 +205,11 @@ def require(permission: str) -> Any:
     return Depends(dependency)
 
 
-MAX_ID = 2**63 - 1
-"""The largest id a row can have: SQLite's INTEGER and PostgreSQL's BIGINT are 64-bit."""
-
-
 def is_row_id(raw: str) -> bool:
     """Whether a path segment is a number a row could have: ASCII digits (``str.isdigit`` also takes "²"
-    and "٣") up to :data:`MAX_ID`. A larger one is no row, and binding it to a query would fail as an
+    and "٣") up to :data:`MAX_BIGINT`. A larger one is no row, and binding it to a query would fail as an
     OverflowError."""
-    return raw.isascii() and raw.isdigit() and int(raw) <= MAX_ID
+    return raw.isascii() and raw.isdigit() and int(raw) <= MAX_BIGINT
 
 
 def numbers_in_range(request: Request) -> None:
@@ -234,7 +231,7 @@ def numbers_in_range(request: Request) -> None:
             continue
         for raw in request.query_params.getlist(param.alias):
             digits = raw.strip().removeprefix("-").removeprefix("+")
-            if digits.isascii() and digits.isdigit() and int(digits) > MAX_ID:
+            if digits.isascii() and digits.isdigit() and int(digits) > MAX_BIGINT:
                 raise InvalidInput(f"{param.alias} is out of range.", field=param.alias)
 
 

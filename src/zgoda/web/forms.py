@@ -7,6 +7,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import ValidationError
 
+from zgoda.core.db import MAX_INTEGER
 from zgoda.core.errors import InvalidInput, ZgodaError
 
 
@@ -16,13 +17,18 @@ def blank_to_none(value: str | None) -> str | None:
 
 
 def int_or_none(value: str | None, *, field: str) -> int | None:
-    """A whole number from a form field, or ``None`` when left blank."""
+    """A whole number from a form field (ASCII digits, an optional sign), or ``None`` when left blank;
+    one an INTEGER column cannot hold is refused, naming the field."""
     if not value or not value.strip():
         return None
-    try:
-        return int(value)
-    except ValueError as error:
-        raise InvalidInput(f"{field} is a whole number.", field=field) from error
+    text = value.strip()
+    digits = text.removeprefix("-").removeprefix("+")
+    if not (digits.isascii() and digits.isdigit()):  # int() also takes "٣", "1_000"
+        raise InvalidInput(f"{field} is a whole number.", field=field)
+    number = int(text)
+    if not -MAX_INTEGER - 1 <= number <= MAX_INTEGER:
+        raise InvalidInput(f"{field} is out of range (at most {MAX_INTEGER}).", field=field)
+    return number
 
 
 def local_moment(value: str | None, *, time_zone: str, field: str) -> datetime | None:

@@ -19,6 +19,7 @@ from zgoda.contacts.imports.tasks import run_import
 from zgoda.core.errors import InvalidInput, ZgodaError
 from zgoda.core.tasks import enqueue_after_commit
 from zgoda.web.context import RequestContext, request_form, require
+from zgoda.web.forms import int_or_none
 from zgoda.web.templating import render
 
 router = APIRouter(include_in_schema=False)
@@ -123,7 +124,7 @@ def start(
     try:
         planned = imports.create_job(
             ctx.session,
-            source_id=int(str(form.get("source_id", "0")) or 0),
+            source_id=int_or_none(str(form.get("source_id", "")), field="source_id") or 0,
             staged=staged,
             mapping=mapping,
             dry_run=form.get("mode") == "dry_run",
