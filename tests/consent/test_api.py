@@ -262,6 +262,8 @@ def test_a_late_grant_does_not_override_a_newer_withdrawal(api: Api) -> None:
         ({"evidence": {"file_sha256": "abc"}}, "evidence.file_sha256"),
         ({"evidence": {"file_sha256": "ab" * 32, "file_row": 2**31}}, "evidence.file_row"),  # past INTEGER
         ({"notice_id": 10**30}, "notice_id"),
+        ({"reference": "a\x00b"}, "reference"),  # PostgreSQL's text refuses NUL
+        ({"evidence": {"note": "a\x00b"}}, "evidence.note"),
         ({"notice_id": "SMS_NOTICE"}, "notice_id"),  # a notice of another purpose
         ({"notice_id": "EMAIL_NOTICE", "notice_language": "en"}, "notice_language"),
         ({"notice_version": 7, "notice_language": "pl"}, "notice_version"),

@@ -37,7 +37,7 @@ from zgoda.contacts import service as contacts
 from zgoda.core.settings import Settings
 from zgoda.feedback import suppression
 from zgoda.web.app import iter_routes
-from zgoda.web.context import USER_PERMISSION, WORKSPACE_HEADER, csrf_token_for
+from zgoda.web.context import USER_PERMISSION, WORKSPACE_HEADER, _dependant_reads_form, csrf_token_for
 
 MARKER = "SECRET-B-MARKER"
 PATH_PARAM = re.compile(r"{([^}:]+)(?::[^}]+)?}")
@@ -468,3 +468,31 @@ def test_an_integer_query_parameter_past_64_bits_is_named(
                     assert response.json()["errors"][0]["field"] == name
                 checked += 1
     assert checked >= 10
+
+
+def test_a_nul_character_anywhere_in_the_request_is_refused(
+    app: FastAPI, caller: Caller, pair: TenantPair, session: Session
+) -> None:
+    """PostgreSQL's text refuses NUL (SQLite keeps it): in a query parameter or a form field it is named (422),
+    in the address it is nothing there (404), on every route; never a 500 from the database."""
+    checked = 0
+    for route in _routes(app):
+        if _permission_of(route.dependant) is None:
+            continue
+        headers = (
+            caller.bearer(pair.tokens_a[Role.OWNER]) if _is_api(route) else caller.browser(pair.users_a[Role.OWNER])
+        )
+        for method, _ in _calls(route):
+            path = _fill(route, session, pair.a)
+            where = f"{method} {route.path}"
+            response = caller.client.request(method, f"{path}?note=a%00b", headers=headers, follow_redirects=False)
+            assert response.status_code == 422, f"{where} with a NUL in the query: {response.status_code}"
+            if "slug" in PATH_PARAM.findall(route.path):
+                response = caller.call(method, _fill(route, session, pair.a, slug="a%00b"), headers)
+                assert response.status_code == 404, f"{where} with a NUL in the slug: {response.status_code}"
+            if method == "POST" and _dependant_reads_form(route.dependant):
+                response = caller.client.post(path, data={"name": "a\x00b"}, headers=headers, follow_redirects=False)
+                assert response.status_code == 422, f"{where} with a NUL in a form field: {response.status_code}"
+                assert "name holds a NUL character" in response.text, where
+            checked += 1
+    assert checked >= 100

@@ -15,18 +15,31 @@ from zgoda.core.db import MAX_INTEGER
 
 
 class StrictInput(BaseModel):
-    """Base of every request body: unknown fields are refused, strings stripped, and every integer (in lists
-    too) fits the database's INTEGER columns, so that none fails as a 500 when it is stored."""
+    """Base of every request body: unknown fields are refused, strings stripped, and every value (in lists
+    and mappings too) one the database stores: an integer within INTEGER's range, text without a NUL
+    character (PostgreSQL's text refuses it), so that none fails as a 500 when it is written."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     @field_validator("*")
     @classmethod
-    def _integers_the_database_holds(cls, value: Any) -> Any:
-        for number in value if isinstance(value, list | tuple | set) else (value,):
-            if type(number) is int and not -MAX_INTEGER - 1 <= number <= MAX_INTEGER:
-                raise ValueError(f"is out of range (at most {MAX_INTEGER})")
+    def _values_the_database_stores(cls, value: Any) -> Any:
+        _check_storable(value)
         return value
+
+
+def _check_storable(value: Any) -> None:
+    if type(value) is int and not -MAX_INTEGER - 1 <= value <= MAX_INTEGER:
+        raise ValueError(f"is out of range (at most {MAX_INTEGER})")
+    if isinstance(value, str) and "\x00" in value:
+        raise ValueError("holds a NUL character")
+    if isinstance(value, list | tuple | set | frozenset):
+        for item in value:
+            _check_storable(item)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_storable(key)
+            _check_storable(item)
 
 
 class WorkspaceOut(BaseModel):

@@ -17,7 +17,7 @@ from zgoda.feedback import hooks as feedback_hooks
 from zgoda.feedback import public_views as feedback_public_views
 from zgoda.feedback import tracking_views as feedback_tracking_views
 from zgoda.web import problems
-from zgoda.web.context import numbers_in_range
+from zgoda.web.context import bindable_input
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
@@ -52,7 +52,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         openapi_url="/api/v1/openapi.json",
         docs_url="/api/v1/docs",
         redoc_url=None,
-        dependencies=[Depends(numbers_in_range)],
+        dependencies=[Depends(bindable_input)],
     )
     app.state.settings = settings
     configure_tasks(settings)

@@ -6,8 +6,9 @@ from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any, get_args
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, params
 from fastapi.concurrency import run_in_threadpool
+from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
@@ -212,20 +213,27 @@ def is_row_id(raw: str) -> bool:
     return raw.isascii() and raw.isdigit() and int(raw) <= MAX_BIGINT
 
 
-def numbers_in_range(request: Request) -> None:
-    """An application-wide dependency: no number in the address goes past what the database can bind.
+NUL = "\x00"
 
-    Validation takes integers of any size, and a route passes its path ids and integer query parameters to
-    some query, where a number past 64 bits fails as an OverflowError (a 500). A path id that is not a row
-    id answers 404; an integer query parameter past the range answers 422 naming it. One check here covers
-    every route, present and future.
+
+async def bindable_input(request: Request) -> None:
+    """An application-wide dependency: every value of the address and of a posted form is one the database
+    can bind, so that none fails in a query as a 500; one check here covers every route, present and future.
+
+    Validation takes integers of any size, and a number past 64 bits fails as an OverflowError; PostgreSQL's
+    text refuses a NUL character (SQLite would keep it). A path value that is not a row id, or holds a NUL,
+    answers 404; a query parameter or form field that does answers 422 naming it. (JSON bodies: StrictInput.)
     """
     route = request.scope.get("route")
     if not isinstance(route, APIRoute):
         return
     for param in route.dependant.path_params:
-        if param.field_info.annotation is int and not is_row_id(str(request.path_params.get(param.name, ""))):
+        raw = str(request.path_params.get(param.name, ""))
+        if NUL in raw or (param.field_info.annotation is int and not is_row_id(raw)):
             raise NotFound("There is nothing at this address.", field=param.name)
+    for name, raw in request.query_params.multi_items():
+        if NUL in name or NUL in raw:
+            raise InvalidInput(f"{name.replace(NUL, '')} holds a NUL character.", field=name.replace(NUL, ""))
     for param in route.dependant.query_params:
         if not _takes_int(param.field_info.annotation):
             continue
@@ -233,10 +241,30 @@ def numbers_in_range(request: Request) -> None:
             digits = raw.strip().removeprefix("-").removeprefix("+")
             if digits.isascii() and digits.isdigit() and int(digits) > MAX_BIGINT:
                 raise InvalidInput(f"{param.alias} is out of range.", field=param.alias)
+    if _reads_form(route):
+        for name, value in (await request.form()).multi_items():
+            if NUL in name or (isinstance(value, str) and NUL in value):
+                raise InvalidInput(f"{name.replace(NUL, '')} holds a NUL character.", field=name.replace(NUL, ""))
 
 
 def _takes_int(annotation: Any) -> bool:
     return annotation is int or int in get_args(annotation)
+
+
+def _reads_form(route: APIRoute) -> bool:
+    """Whether the route reads a posted form (Form parameters, or :func:`request_form`); only then is the
+    body read here: a webhook verifies the signature of its raw body, which reading a form would consume.
+    Worked out once per route and kept on it."""
+    found = route.__dict__.get("zgoda_reads_form")
+    if found is None:
+        found = route.__dict__["zgoda_reads_form"] = _dependant_reads_form(route.dependant)
+    return bool(found)
+
+
+def _dependant_reads_form(dependant: Dependant) -> bool:
+    if any(isinstance(param.field_info, params.Form) for param in dependant.body_params):
+        return True
+    return any(sub.call is request_form or _dependant_reads_form(sub) for sub in dependant.dependencies)
 
 
 def require_existing(permission: str, **lookups: Callable[[Session, int], object]) -> Any:
