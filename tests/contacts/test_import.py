@@ -201,6 +201,7 @@ def test_formula_like_cells_are_stored_as_text(session: Session, db: Database, s
         (b"email,first_name\n", None),  # header only: a job with nothing to do
         (b"first_name,last_name\nAla,Kot\n", "Map an email or a phone column"),
         (b"email,Email\na@example.com,b@example.com\n", "appears twice"),
+        (b"email,na\x00me\na@example.com,Ala\n", "column 2 holds a NUL character"),
     ],
 )
 def test_bad_files_get_a_clear_error(
@@ -235,6 +236,7 @@ def test_bad_rows_are_reported_and_the_rest_imported(
         "q@example.com,,perhaps\n"
         "r@example.com,,2999-01-01\n"
         "s@example.com,,01.01.0001\n"  # a placeholder date, east of Greenwich: no UTC time exists for it
+        "t@example.com\x00,,tak\n"  # PostgreSQL's text refuses NUL
     )
     job = _import(session, db, source, tmp_path, content)
     rejected = {(r["row"], r["field"]) for r in imports.report(session, job)["rejected"]}
@@ -244,7 +246,10 @@ def test_bad_rows_are_reported_and_the_rest_imported(
         (5, "email_marketing"),
         (6, "email_marketing"),
         (7, "email_marketing"),
+        (8, "row"),
     }
+    reasons = {r["row"]: r["reason"] for r in imports.report(session, job)["rejected"]}
+    assert reasons[8] == "the cell under 'email' holds a NUL character"
     assert job.counts["contacts_created"] == 1
 
 

@@ -34,6 +34,9 @@ _ISO_POLISH = {0xB1, 0xA1, 0xB6, 0xBC, 0xA6, 0xAC}
 _CP1250_POLISH = {0xB9, 0xA5, 0x9C, 0x9F, 0x8C, 0x8F}
 
 
+NUL = "\x00"
+
+
 def _mark_bad_bytes(error: UnicodeError) -> tuple[str, int]:
     assert isinstance(error, UnicodeDecodeError)
     return BAD_BYTE, error.end
@@ -116,6 +119,8 @@ def _check_headers(headers: list[str]) -> list[str]:
     for index, header in enumerate(cleaned, start=1):
         if not header:
             raise InvalidInput(f"Column {index} has no header.", field="header")
+        if NUL in header:
+            raise InvalidInput(f"The header of column {index} holds a NUL character.", field="header")
         key = header.lower()
         if key in seen:
             raise InvalidInput(
@@ -163,6 +168,10 @@ def read_rows(path: Path, info: FileInfo) -> Iterator[tuple[int, dict[str, str],
         problem = None
         if any(BAD_BYTE in v for v in values):
             problem = f"the row has bytes that are not valid {info.encoding}; the file mixes encodings"
+        elif any(NUL in v for v in values):  # PostgreSQL's text refuses it
+            column = next(index for index, value in enumerate(values) if NUL in value)
+            where = f"'{headers[column]}'" if column < len(headers) else f"column {column + 1}"
+            problem = f"the cell under {where} holds a NUL character"
         elif len(values) > len(headers) and any(v.strip() for v in values[len(headers) :]):
             problem = f"the row has {len(values)} cells but the header has {len(headers)}"
         yield number, dict(zip(headers, values + [""] * (len(headers) - len(values)), strict=False)), problem
