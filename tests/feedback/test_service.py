@@ -96,6 +96,29 @@ def test_a_complaint_suppresses_and_withdraws(session: Session, setup: SendingSe
         suppression.remove_suppression(session, suppression_id=entry.id)
 
 
+def test_text_from_outside_with_a_nul_character_is_recorded(session: Session, setup: SendingSetup) -> None:
+    """A webhook's or a report's fields holding NUL (which PostgreSQL's text refuses) are recorded with
+    U+FFFD in its place, not failed (a provider would retry the event forever)."""
+    send = _sent(session, setup)
+    applied = _observe(
+        session,
+        send,
+        FeedbackKind.COMPLAINT,
+        "nul\x00key",
+        feedback_type="abuse\x00",
+        status="5.7.1\x00",
+        reason="spam\x00",
+        via="postmark",
+        detail={"diagnostic": "a\x00b", "nested": ["c\x00"]},
+        user_agent="agent\x00",
+    )
+    assert applied.outcome == "recorded" and applied.withdrawn
+    as_system(session, setup.workspace)
+    [event] = session.scalars(select(SendEvent)).all()
+    assert (event.status, event.reason, event.dedupe_key) == ("5.7.1\ufffd", "spam\ufffd", "nul\ufffdkey")
+    assert event.detail["diagnostic"] == "a\ufffdb" and event.detail["nested"] == ["c\ufffd"]
+
+
 def test_the_same_event_five_times_is_one_record(session: Session, setup: SendingSetup) -> None:
     send = _sent(session, setup)
     outcomes = [_observe(session, send, FeedbackKind.DELIVERY, "ses:abc").outcome for _ in range(5)]

@@ -73,6 +73,24 @@ class Observation:
     user_agent: str | None = None
     ip: str | None = None
 
+    def __post_init__(self) -> None:
+        """Text from outside (a provider's webhook, a report's fields) with every NUL character as U+FFFD:
+        PostgreSQL's text refuses NUL, and an event that failed to store would be retried forever."""
+        for name, value in self.__dict__.items():
+            object.__setattr__(self, name, _without_nul(value))
+
+
+def _without_nul(value: Any) -> Any:
+    """``value`` with NUL replaced in every string, in lists and mappings too (an enum member, a string
+    without NUL, stays the very object)."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd") if "\x00" in value else value
+    if isinstance(value, list):
+        return [_without_nul(item) for item in value]
+    if isinstance(value, dict):
+        return {_without_nul(key): _without_nul(item) for key, item in value.items()}
+    return value
+
 
 @dataclass
 class Applied:
