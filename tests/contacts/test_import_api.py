@@ -119,6 +119,9 @@ def test_signed_form_submissions(client: TestClient, session: Session) -> None:
     bad = json.dumps({"submission_id": "s-2", "contact": {"email": "x@example.com"}, "extra": 1}).encode()
     response = client.post(url, content=bad, headers={**signed, signing.HEADER: signing.sign(secret, bad)})
     assert response.status_code == 422 and response.json()["errors"][0]["field"] == "extra"
+    nul = json.dumps({"submission_id": "s-3", "contact": {"email": "n@example.com", "first_name": "A\x00"}}).encode()
+    response = client.post(url, content=nul, headers={**signed, signing.HEADER: signing.sign(secret, nul)})
+    assert response.status_code == 422 and response.json()["errors"][0]["field"] == "contact.first_name"
     as_system(session, workspace)
     assert session.scalars(select(ConsentState.status)).all() == ["granted"]
 

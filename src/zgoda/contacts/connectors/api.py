@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 from sqlalchemy.orm import Session
 
 from zgoda.accounts.models import Workspace
+from zgoda.accounts.schemas import StrictInput
 from zgoda.consent.models import Source
 from zgoda.contacts.connectors import inbound, outbound
 from zgoda.contacts.connectors.signing import HEADER
@@ -35,8 +36,7 @@ def _source(session: Session, source_id: int) -> object:
     return sources.get_source(session, source_id=source_id)
 
 
-class OutboundConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class OutboundConfig(StrictInput):
     url: str = Field(max_length=2048)
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from zgoda.accounts.schemas import StrictInput
 from zgoda.consent import ledger, purposes, sources
 from zgoda.consent.models import ConsentState, Source
 from zgoda.contacts import service as contacts
@@ -21,11 +22,7 @@ SECRET_SETTING = "inbound_secret"  # noqa: S105 - the settings key under which t
 MAX_BODY_BYTES = 64 * 1024
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
-
-class SubmittedContact(_Strict):
+class SubmittedContact(StrictInput):
     email: str | None = Field(default=None, max_length=320)
     phone: str | None = Field(default=None, max_length=40)
     first_name: str | None = Field(default=None, max_length=200)
@@ -34,7 +31,7 @@ class SubmittedContact(_Strict):
     attributes: dict[str, Any] = Field(default_factory=dict)
 
 
-class SubmittedConsent(_Strict):
+class SubmittedConsent(StrictInput):
     purpose: str = Field(max_length=64)
     granted: bool
     notice_version: int | None = Field(default=None, ge=1)
@@ -42,13 +39,13 @@ class SubmittedConsent(_Strict):
     double_opt_in: bool = Field(default=False, description="True when we must confirm by email first.")
 
 
-class SubmittedEvidence(_Strict):
+class SubmittedEvidence(StrictInput):
     ip: str | None = Field(default=None, max_length=64)
     user_agent: str | None = Field(default=None, max_length=1000)
     page_url: str | None = Field(default=None, max_length=2048)
 
 
-class FormSubmission(_Strict):
+class FormSubmission(StrictInput):
     """What a form posts to ``POST /api/v1/sources/{source_id}/submissions`` (documented in docs/integrations.md)."""
 
     submission_id: str = Field(min_length=1, max_length=100, description="Unique per source; a replay is ignored.")
