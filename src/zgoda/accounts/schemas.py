@@ -11,7 +11,7 @@ from email_validator import EmailNotValidError, validate_email
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from zgoda.accounts.roles import Role
-from zgoda.core.db import MAX_INTEGER
+from zgoda.core.db import MAX_INTEGER, NUL
 
 
 class StrictInput(BaseModel):
@@ -31,7 +31,7 @@ class StrictInput(BaseModel):
 def _check_storable(value: Any) -> None:
     if type(value) is int and not -MAX_INTEGER - 1 <= value <= MAX_INTEGER:
         raise ValueError(f"is out of range (at most {MAX_INTEGER})")
-    if isinstance(value, str) and "\x00" in value:
+    if isinstance(value, str) and NUL in value:
         raise ValueError("holds a NUL character")
     if isinstance(value, list | tuple | set | frozenset):
         for item in value:

@@ -114,6 +114,8 @@ MAX_BIGINT = 2**63 - 1
 """The largest integer either database binds in a query (SQLite's INTEGER, PostgreSQL's BIGINT)."""
 MAX_INTEGER = 2**31 - 1
 """The largest value an INTEGER column (ids included) holds on PostgreSQL."""
+NUL = "\x00"
+"""The one character PostgreSQL's text refuses (SQLite keeps it): input holding it is refused or replaced."""
 
 
 IDLE_PING_SECONDS = 10.0

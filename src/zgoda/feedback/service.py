@@ -36,6 +36,7 @@ from zgoda.consent import ledger
 from zgoda.consent.models import ConsentState, ConsentStatus, EventType, Method, Purpose
 from zgoda.contacts.models import Contact
 from zgoda.core.clock import utcnow
+from zgoda.core.db import NUL
 from zgoda.core.tenancy import Actor, bind_scope, current_scope
 from zgoda.feedback import suppression
 from zgoda.feedback.kinds import BounceClass, FeedbackKind
@@ -84,7 +85,7 @@ def _without_nul(value: Any) -> Any:
     """``value`` with NUL replaced in every string, in lists and mappings too (an enum member, a string
     without NUL, stays the very object)."""
     if isinstance(value, str):
-        return value.replace("\x00", "\ufffd") if "\x00" in value else value
+        return value.replace(NUL, "\ufffd") if NUL in value else value
     if isinstance(value, list):
         return [_without_nul(item) for item in value]
     if isinstance(value, dict):

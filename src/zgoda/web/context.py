@@ -17,7 +17,7 @@ from zgoda.accounts import service as accounts
 from zgoda.accounts.models import ApiToken, Membership, User, Workspace
 from zgoda.accounts.roles import Role, role_allows
 from zgoda.core.crypto import constant_time_equal, keyed_hash
-from zgoda.core.db import MAX_BIGINT
+from zgoda.core.db import MAX_BIGINT, NUL
 from zgoda.core.errors import AuthenticationRequired, CsrfFailed, InvalidInput, NotFound, PermissionDenied
 from zgoda.core.settings import Settings
 from zgoda.core.tenancy import Actor, bind_scope
@@ -213,9 +213,6 @@ def is_row_id(raw: str) -> bool:
     return raw.isascii() and raw.isdigit() and int(raw) <= MAX_BIGINT
 
 
-NUL = "\x00"
-
-
 async def bindable_input(request: Request) -> None:
     """An application-wide dependency: every value of the address and of a posted form is one the database
     can bind, so that none fails in a query as a 500; one check here covers every route, present and future.
@@ -232,8 +229,7 @@ async def bindable_input(request: Request) -> None:
         if NUL in raw or (param.field_info.annotation is int and not is_row_id(raw)):
             raise NotFound("There is nothing at this address.", field=param.name)
     for name, raw in request.query_params.multi_items():
-        if NUL in name or NUL in raw:
-            raise InvalidInput(f"{name.replace(NUL, '')} holds a NUL character.", field=name.replace(NUL, ""))
+        _refuse_nul(name, raw)
     for param in route.dependant.query_params:
         if not _takes_int(param.field_info.annotation):
             continue
@@ -243,8 +239,13 @@ async def bindable_input(request: Request) -> None:
                 raise InvalidInput(f"{param.alias} is out of range.", field=param.alias)
     if _reads_form(route):
         for name, value in (await request.form()).multi_items():
-            if NUL in name or (isinstance(value, str) and NUL in value):
-                raise InvalidInput(f"{name.replace(NUL, '')} holds a NUL character.", field=name.replace(NUL, ""))
+            _refuse_nul(name, value)
+
+
+def _refuse_nul(name: str, value: object) -> None:
+    if NUL in name or (isinstance(value, str) and NUL in value):
+        field = name.replace(NUL, "")
+        raise InvalidInput(f"{field} holds a NUL character.", field=field)
 
 
 def _takes_int(annotation: Any) -> bool:

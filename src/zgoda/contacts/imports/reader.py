@@ -18,6 +18,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import IO, Any
 
+from zgoda.core.db import NUL
 from zgoda.core.errors import InvalidInput
 
 SAMPLE_BYTES = 256 * 1024
@@ -32,9 +33,6 @@ _CP1250_ONLY = set(range(0x80, 0xA0))
 # Bytes that are Polish letters in ISO-8859-2 but other signs in Windows-1250 (ą Ą ś ź Ś Ź).
 _ISO_POLISH = {0xB1, 0xA1, 0xB6, 0xBC, 0xA6, 0xAC}
 _CP1250_POLISH = {0xB9, 0xA5, 0x9C, 0x9F, 0x8C, 0x8F}
-
-
-NUL = "\x00"
 
 
 def _mark_bad_bytes(error: UnicodeError) -> tuple[str, int]:
