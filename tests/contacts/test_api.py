@@ -123,6 +123,12 @@ def test_search_and_paging(api: Api) -> None:
     by_domain = api.get("/contacts", params={"q": "example.pl"}).json()
     assert by_domain["total"] == 7
     assert api.get("/contacts", params={"limit": 0}).status_code == 422
+    _upsert(api, email="jan_nowak@example.com", last_name="100% Arabica")
+    _upsert(api, email="janxnowak@example.com", last_name="100 lat")
+    for literal, email in (("jan_", "jan_nowak@example.com"), ("100%", "jan_nowak@example.com")):
+        found = api.get("/contacts", params={"q": literal}).json()  # _ and % are letters here, not wildcards
+        assert [c["email"] for c in found["items"]] == [email], literal
+    assert api.get("/contacts", params={"q": "a\\"}).json()["total"] == 0  # a backslash is a letter too
 
 
 def test_list_items_carry_consent_state(api: Api) -> None:

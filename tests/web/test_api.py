@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 from tests.support.factories import as_system, make_member, make_token, make_workspace
 from zgoda.accounts.models import ApiToken, Workspace
 from zgoda.accounts.roles import Role
+from zgoda.audit import service as audit_service
 from zgoda.audit.models import AuditEntry
 
 
@@ -67,7 +68,7 @@ def test_token_round_trip(client: TestClient, session: Session) -> None:
 
 
 def test_members_api_and_audit_trail(client: TestClient, session: Session) -> None:
-    _, headers = _owner_token(session)
+    workspace, headers = _owner_token(session)
     other = make_member(session, make_workspace(session), Role.VIEWER)
     session.commit()
     added = client.post("/api/v1/members", json={"email": other.email, "role": "dpo"}, headers=headers)
@@ -76,6 +77,11 @@ def test_members_api_and_audit_trail(client: TestClient, session: Session) -> No
     assert again.status_code == 409
     audit = client.get("/api/v1/audit", params={"action": "member."}, headers=headers).json()
     assert audit[0]["action"] == "member.add" and audit[0]["actor"].startswith("token:")
+    for literal in ("member_", "member%", "%"):  # letters, not wildcards
+        assert client.get("/api/v1/audit", params={"action": literal}, headers=headers).json() == [], literal
+    as_system(session, workspace)
+    assert audit_service.list_entries(session, actor="token_") == []  # the audit page's actor filter
+    assert audit_service.list_entries(session, actor="token:")
     verify = client.get("/api/v1/audit/verify", headers=headers).json()
     assert verify["ok"] and verify["entries"] >= 2
 

@@ -73,10 +73,10 @@ def list_entries(
     statement = select(AuditEntry).order_by(AuditEntry.seq.desc()).limit(limit)
     if before_seq is not None:
         statement = statement.where(AuditEntry.seq < before_seq)
-    if action_prefix:
-        statement = statement.where(AuditEntry.action.startswith(action_prefix))
+    if action_prefix:  # matched literally: autoescape makes "_" and "%" plain characters
+        statement = statement.where(AuditEntry.action.startswith(action_prefix, autoescape=True))
     if actor:
-        statement = statement.where(AuditEntry.actor.contains(actor))
+        statement = statement.where(AuditEntry.actor.contains(actor, autoescape=True))
     return session.scalars(statement).all()
 
 

@@ -311,13 +311,13 @@ def search_contacts(
     """Contacts whose address, number or name contains ``query``, newest first, and the total."""
     conditions = []
     if query and query.strip():
-        needle = f"%{query.strip().lower()}%"
+        text = query.strip().lower()  # matched literally: autoescape makes "_" and "%" plain characters
         conditions.append(
             or_(
-                func.lower(Contact.email).like(needle),
-                Contact.phone.like(needle.replace(" ", "")),
-                func.lower(Contact.first_name).like(needle),
-                func.lower(Contact.last_name).like(needle),
+                func.lower(Contact.email).contains(text, autoescape=True),
+                Contact.phone.contains(text.replace(" ", ""), autoescape=True),
+                func.lower(Contact.first_name).contains(text, autoescape=True),
+                func.lower(Contact.last_name).contains(text, autoescape=True),
             )
         )
     total = session.scalar(select(func.count(Contact.id)).where(*conditions)) or 0
