@@ -21,6 +21,7 @@ from zgoda.core.db import MAX_BIGINT, NUL
 from zgoda.core.errors import AuthenticationRequired, CsrfFailed, InvalidInput, NotFound, PermissionDenied
 from zgoda.core.settings import Settings
 from zgoda.core.tenancy import Actor, bind_scope
+from zgoda.web.forms import whole_number
 
 SESSION_COOKIE = "zgoda_session"
 PRE_SESSION_COOKIE = "zgoda_pre"
@@ -234,8 +235,8 @@ async def bindable_input(request: Request) -> None:
         if not _takes_int(param.field_info.annotation):
             continue
         for raw in request.query_params.getlist(param.alias):
-            digits = raw.strip().removeprefix("-").removeprefix("+")
-            if digits.isascii() and digits.isdigit() and int(digits) > MAX_BIGINT:
+            number = whole_number(raw)
+            if number is not None and abs(number) > MAX_BIGINT:
                 raise InvalidInput(f"{param.alias} is out of range.", field=param.alias)
     if _reads_form(route):
         for name, value in (await request.form()).multi_items():

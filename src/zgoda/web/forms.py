@@ -16,16 +16,22 @@ def blank_to_none(value: str | None) -> str | None:
     return value if value and value.strip() else None
 
 
+def whole_number(text: str) -> int | None:
+    """``text`` (surrounding spaces allowed) as an integer if it is ASCII digits with an optional sign, else
+    ``None``; ``int()`` alone also takes "٣" and "1_000"."""
+    text = text.strip()
+    digits = text.removeprefix("-").removeprefix("+")
+    return int(text) if digits.isascii() and digits.isdigit() else None
+
+
 def int_or_none(value: str | None, *, field: str) -> int | None:
     """A whole number from a form field (ASCII digits, an optional sign), or ``None`` when left blank;
     one an INTEGER column cannot hold is refused, naming the field."""
     if not value or not value.strip():
         return None
-    text = value.strip()
-    digits = text.removeprefix("-").removeprefix("+")
-    if not (digits.isascii() and digits.isdigit()):  # int() also takes "٣", "1_000"
+    number = whole_number(value)
+    if number is None:
         raise InvalidInput(f"{field} is a whole number.", field=field)
-    number = int(text)
     if not -MAX_INTEGER - 1 <= number <= MAX_INTEGER:
         raise InvalidInput(f"{field} is out of range (at most {MAX_INTEGER}).", field=field)
     return number

@@ -15,11 +15,12 @@ import json
 import re
 import unicodedata
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, time
+from datetime import datetime, time
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from zgoda.core.clock import as_utc
 from zgoda.core.errors import InvalidInput
 
 FIELD_SYNONYMS: dict[str, set[str]] = {
@@ -201,8 +202,8 @@ def parse_time(text: str, *, zone: ZoneInfo) -> datetime:
         )
     moment = moment if moment.tzinfo else moment.replace(tzinfo=zone)
     try:
-        moment.astimezone(UTC)
-    except OverflowError:  # 1 January of year 1 east of Greenwich: no UTC time to store
+        as_utc(moment, "time")
+    except InvalidInput:  # 1 January of year 1 east of Greenwich: no UTC time to store
         raise ValueError(f"'{text}' is out of range") from None
     return moment
 
