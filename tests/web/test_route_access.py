@@ -265,6 +265,11 @@ class Caller:
         return self.client.request(method, path, **kwargs)
 
 
+def _owner(caller: Caller, pair: TenantPair, route: Walked) -> dict[str, str]:
+    """Workspace A's owner: a bearer token for the API, a signed-in browser for the pages."""
+    return caller.bearer(pair.tokens_a[Role.OWNER]) if _is_api(route) else caller.browser(pair.users_a[Role.OWNER])
+
+
 def _fill(route: Walked, session: Session, workspace: Workspace, slug: str | None = None) -> str:
     path = route.path
     for name in PATH_PARAM.findall(route.path):
@@ -356,9 +361,7 @@ def test_no_route_reaches_another_workspace(app: FastAPI, caller: Caller, pair: 
             continue
         params = PATH_PARAM.findall(route.path)
         for method, _ in _calls(route):
-            headers = (
-                caller.bearer(pair.tokens_a[Role.OWNER]) if _is_api(route) else caller.browser(pair.users_a[Role.OWNER])
-            )
+            headers = _owner(caller, pair, route)
             where = f"{method} {route.path}"
             if "slug" in params:
                 response = caller.call(method, _fill(route, session, pair.b), headers)
@@ -419,9 +422,7 @@ def test_an_id_no_database_column_holds_is_not_found(
         if not params:
             continue
         for method, _ in _calls(route):
-            headers = (
-                caller.bearer(pair.tokens_a[Role.OWNER]) if _is_api(route) else caller.browser(pair.users_a[Role.OWNER])
-            )
+            headers = _owner(caller, pair, route)
             for wrong in params:
                 path = route.path
                 for name in PATH_PARAM.findall(route.path):
@@ -456,9 +457,7 @@ def test_an_integer_query_parameter_past_64_bits_is_named(
             if param.field_info.annotation is int or int in get_args(param.field_info.annotation)
         ]
         for method, _ in _calls(route):
-            headers = (
-                caller.bearer(pair.tokens_a[Role.OWNER]) if _is_api(route) else caller.browser(pair.users_a[Role.OWNER])
-            )
+            headers = _owner(caller, pair, route)
             for name in names:
                 path = _fill(route, session, pair.a)
                 session.commit()
@@ -479,9 +478,7 @@ def test_a_nul_character_anywhere_in_the_request_is_refused(
     for route in _routes(app):
         if _permission_of(route.dependant) is None:
             continue
-        headers = (
-            caller.bearer(pair.tokens_a[Role.OWNER]) if _is_api(route) else caller.browser(pair.users_a[Role.OWNER])
-        )
+        headers = _owner(caller, pair, route)
         for method, _ in _calls(route):
             path = _fill(route, session, pair.a)
             where = f"{method} {route.path}"
