@@ -265,6 +265,11 @@ class Caller:
         return self.client.request(method, path, **kwargs)
 
 
+def _protected_routes(app: FastAPI) -> list[Walked]:
+    """The routes that declare a permission with require(...), not public(...)."""
+    return [route for route in _routes(app) if _permission_of(route.dependant) is not None]
+
+
 def _owner(caller: Caller, pair: TenantPair, route: Walked) -> dict[str, str]:
     """Workspace A's owner: a bearer token for the API, a signed-in browser for the pages."""
     return caller.bearer(pair.tokens_a[Role.OWNER]) if _is_api(route) else caller.browser(pair.users_a[Role.OWNER])
@@ -313,9 +318,7 @@ def test_every_protected_route_refuses_anonymous_callers(
     app: FastAPI, caller: Caller, pair: TenantPair, session: Session
 ) -> None:
     checked = 0
-    for route in _routes(app):
-        if _permission_of(route.dependant) is None:
-            continue
+    for route in _protected_routes(app):
         for method, _ in _calls(route):
             response = caller.call(method, _fill(route, session, pair.a), {})
             if _is_api(route):
@@ -356,9 +359,7 @@ def test_every_route_with_every_role(app: FastAPI, caller: Caller, pair: TenantP
 def test_no_route_reaches_another_workspace(app: FastAPI, caller: Caller, pair: TenantPair, session: Session) -> None:
     """A's owner asking for B's objects gets 404, and A's lists never show B's data."""
     b_emails = [user.email for user in pair.users_b.values()]
-    for route in _routes(app):
-        if _permission_of(route.dependant) is None:
-            continue
+    for route in _protected_routes(app):
         params = PATH_PARAM.findall(route.path)
         for method, _ in _calls(route):
             headers = _owner(caller, pair, route)
@@ -415,9 +416,7 @@ def test_an_id_no_database_column_holds_is_not_found(
 ) -> None:
     """An id past the 64-bit integer range (SQLite's, PostgreSQL's bigint) or not in ASCII digits: 404, not a 500."""
     checked = 0
-    for route in _routes(app):
-        if _permission_of(route.dependant) is None:
-            continue
+    for route in _protected_routes(app):
         params = [param.name for param in route.dependant.path_params if param.field_info.annotation is int]
         if not params:
             continue
@@ -448,9 +447,7 @@ def test_an_integer_query_parameter_past_64_bits_is_named(
 ) -> None:
     """Every integer query parameter (offsets, limits, ids) answers 422 naming itself, not a 500."""
     checked = 0
-    for route in _routes(app):
-        if _permission_of(route.dependant) is None:
-            continue
+    for route in _protected_routes(app):
         names = [
             param.alias
             for param in route.dependant.query_params
@@ -475,9 +472,7 @@ def test_a_nul_character_anywhere_in_the_request_is_refused(
     """PostgreSQL's text refuses NUL (SQLite keeps it): in a query parameter or a form field it is named (422),
     in the address it is nothing there (404), on every route; never a 500 from the database."""
     checked = 0
-    for route in _routes(app):
-        if _permission_of(route.dependant) is None:
-            continue
+    for route in _protected_routes(app):
         headers = _owner(caller, pair, route)
         for method, _ in _calls(route):
             path = _fill(route, session, pair.a)
